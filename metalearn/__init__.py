@@ -1,0 +1,24 @@
+"""metalearn: meta-learners for heterogeneous treatment effects.
+
+S-, T-, X-, R- and DR-learners as scikit-learn estimators over pandas,
+Polars and numpy, with cross-fitting, several treatment variants,
+regression and classification outcomes, and a shareable nuisance stage.
+"""
+
+from metalearn import datasets
+from metalearn._results import AverageEffect
+from metalearn.learners import DRLearner, RLearner, SLearner, TLearner, XLearner
+from metalearn.nuisance import Nuisance
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AverageEffect",
+    "DRLearner",
+    "Nuisance",
+    "RLearner",
+    "SLearner",
+    "TLearner",
+    "XLearner",
+    "datasets",
+]

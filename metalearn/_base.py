@@ -1,0 +1,471 @@
+"""The learner base class: data conversion, variants, nuisance sharing, output shapes.
+
+A learner module holds only its own algorithm. It declares the nuisance
+kinds it needs (``_nuisance_for_fit``), fits its final stage from the
+cross-fitted pieces the base class hands it (``_fit_final``) and combines
+final-stage predictions for new rows (``_predict_tau``). Everything else
+(conversion of frames, checks, folds, parallel fitting, output shapes and
+labelled frames) lives here.
+
+Internally a CATE is an array of shape ``(n, K-1, D)``: rows, treated
+variants (every variant but the control, in ``variants_`` order), outcome
+dimensions (1 for regression and binary outcomes, the number of classes for
+multi-class outcomes). Public outputs drop the axes of length one that the
+design implies: ``(n,)`` for two variants, ``(n, K-1)`` for more, with a
+trailing class axis for multi-class outcomes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator, is_classifier
+from sklearn.utils.validation import check_is_fitted
+
+from metalearn._crossfit import (
+    Task,
+    accepts_categorical,
+    accepts_sample_weight,
+    make_folds,
+    n_workers,
+    predict_models,
+    prepare_estimator,
+    run_tasks,
+    task_seed,
+)
+from metalearn._frames import encode_features, native_backend, to_native_frame
+from metalearn._results import AverageEffect
+from metalearn._validation import (
+    allows_nan,
+    check_finite_X,
+    check_regressor,
+    control_index,
+)
+from metalearn.nuisance import Data, Nuisance, default_regressor, prepare_data
+
+__all__ = ["MetaLearner"]
+
+
+class MetaLearner(BaseEstimator):
+    """Base class of the meta-learners. Not meant to be instantiated."""
+
+    # Metadata routing: ``w`` (and known propensities) are requested by default
+    # so that a Pipeline / GridSearchCV with routing enabled passes them on.
+    __metadata_request__fit: ClassVar[dict[str, bool]] = {"w": True, "propensity": True}
+
+    _nuisance_for_fit: frozenset[str] = frozenset()
+    _nuisance_for_oof: frozenset[str] = frozenset()
+    _uses_nuisance = True
+
+    # ------------------------------------------------------------------ public
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        w: Any = None,
+        *,
+        sample_weight: Any = None,
+        propensity: Any = None,
+    ) -> MetaLearner:
+        """Fit the learner.
+
+        Parameters
+        ----------
+        X : pandas/Polars DataFrame or array-like of shape (n_samples, n_features)
+            Features. Categorical and string columns are encoded (see
+            :mod:`metalearn`'s user guide on frames).
+        y : array-like of shape (n_samples,)
+            Outcome: numeric for a regressor outcome model, class labels for a
+            classifier outcome model.
+        w : array-like of shape (n_samples,)
+            Treatment variant of each row: ints, strings or categories.
+        sample_weight : array-like of shape (n_samples,), optional
+            Row weights, passed to every base model that accepts them.
+        propensity : float or array-like, optional
+            Known propensities for a randomized design, used instead of a
+            propensity model: a scalar P(treated) with two variants, one
+            probability per variant, or an array (n_samples, n_variants).
+
+        Returns
+        -------
+        self : object
+            The fitted learner.
+        """
+        self._fit(X, y, w, sample_weight=sample_weight, propensity=propensity, honest=False)
+        return self
+
+    def fit_predict(
+        self,
+        X: Any,
+        y: Any,
+        w: Any = None,
+        *,
+        sample_weight: Any = None,
+        propensity: Any = None,
+    ) -> np.ndarray:
+        """Fit, and return honest out-of-fold CATE estimates for the training rows.
+
+        Every final-stage model is cross-fitted on the nuisance folds: the
+        estimate of a row comes from models that were not trained on it.
+        After ``fit_predict``, :meth:`predict` averages the fold models.
+
+        Parameters are those of :meth:`fit`.
+
+        Returns
+        -------
+        tau : ndarray of shape (n_samples,) or (n_samples, n_variants - 1)
+            With a trailing class axis for a multi-class outcome.
+        """
+        tau = self._fit(X, y, w, sample_weight=sample_weight, propensity=propensity, honest=True)
+        assert tau is not None
+        return self._shape(tau)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Estimate the CATE of each treated variant against the control for new rows.
+
+        Parameters
+        ----------
+        X : frame or array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        tau : ndarray of shape (n_samples,) for two variants, (n_samples, n_variants - 1)
+            for more, with a trailing class axis for a multi-class outcome.
+        """
+        return self._shape(self._predict_internal(X))
+
+    def predict_frame(self, X: Any) -> Any:
+        """:meth:`predict` as a frame with labelled columns ``tau_<variant>_vs_<control>``.
+
+        The frame has the type of ``X`` (pandas or Polars); numpy input gives
+        a Polars frame. Multi-class outcomes get one column per class:
+        ``tau_<variant>_vs_<control>_<class>``.
+        """
+        tau = self._predict_internal(X)
+        return to_native_frame(
+            dict(zip(self._effect_names(), self._columns(tau), strict=True)),
+            native_backend(X),
+        )
+
+    def ate(self, X: Any = None, *, level: float = 0.95) -> Any:
+        """Average effect of each treated variant against the control.
+
+        The base implementation is the plug-in mean of the estimated CATE: on
+        ``X`` when given, else on the out-of-fold estimates of the training
+        rows (after :meth:`fit_predict`). It has no standard error (``nan``).
+        The DR-learner overrides it with the AIPW estimator.
+
+        Returns
+        -------
+        AverageEffect, or a tuple of them (one per treated variant) when there
+        are more than two variants.
+        """
+        check_is_fitted(self, "variants_")
+        if X is not None:
+            tau = self._predict_internal(X)
+        elif getattr(self, "oof_tau_", None) is not None:
+            tau = np.asarray(self.oof_tau_)
+        else:
+            raise ValueError(
+                "`ate()` needs rows to average over: pass `X`, or call `fit_predict` first "
+                "to average the out-of-fold estimates of the training rows."
+            )
+        est = tau.mean(axis=0)
+        return self._effects(est, np.full_like(est, np.nan), "plug-in", tau.shape[0], level)
+
+    # ----------------------------------------------------------- shared logic
+    @property
+    def _classification(self) -> bool:
+        if self._uses_nuisance and self.nuisance is not None:
+            return bool(self.nuisance.is_classification)
+        model = getattr(self, "outcome_model", None)
+        return model is not None and is_classifier(model)
+
+    def _check_common_params(self) -> None:
+        if not isinstance(self.n_folds, int | np.integer) or self.n_folds < 2:
+            raise ValueError(f"`n_folds` must be an integer >= 2; got {self.n_folds!r}.")
+        clip = getattr(self, "propensity_clip", None)
+        if clip is not None:
+            lo, hi = _clip_bounds(clip)
+            if not 0 <= lo < hi <= 1:
+                raise ValueError(
+                    "`propensity_clip` must be a float in [0, 0.5) or a pair (low, high) with "
+                    f"0 <= low < high <= 1; got {clip!r}."
+                )
+        if self._uses_nuisance and self.nuisance is not None:
+            if not isinstance(self.nuisance, Nuisance):
+                raise TypeError(
+                    f"`nuisance` must be a metalearn.Nuisance; got {type(self.nuisance).__name__}."
+                )
+            clashing = [
+                n
+                for n in ("outcome_model", "propensity_model")
+                if getattr(self, n, None) is not None
+            ]
+            if clashing:
+                raise ValueError(
+                    f"Pass either `nuisance` or {', '.join(f'`{c}`' for c in clashing)}, not "
+                    "both: a shared Nuisance brings its own outcome and propensity models."
+                )
+        effect = getattr(self, "effect_model", None)
+        check_regressor(effect, "effect_model")
+
+    def _prepare(self, X: Any, y: Any, w: Any, sample_weight: Any, propensity: Any) -> Data:
+        return prepare_data(
+            X,
+            y,
+            w,
+            classification=self._classification,
+            sample_weight=sample_weight,
+            propensity=propensity,
+        )
+
+    def _make_nuisance(self) -> Nuisance:
+        if self.nuisance is not None:
+            # A fitted Nuisance is shared as is; an unfitted one is a template.
+            if hasattr(self.nuisance, "fingerprint_"):
+                return self.nuisance
+            from sklearn.base import clone
+
+            return clone(self.nuisance)
+        return Nuisance(
+            outcome_model=self.outcome_model,
+            propensity_model=getattr(self, "propensity_model", None),
+            n_folds=self.n_folds,
+            n_jobs=self.n_jobs,
+            random_state=self.random_state,
+        )
+
+    def _fit(
+        self,
+        X: Any,
+        y: Any,
+        w: Any,
+        *,
+        sample_weight: Any,
+        propensity: Any,
+        honest: bool,
+    ) -> np.ndarray | None:
+        self._check_common_params()
+        data = self._prepare(X, y, w, sample_weight, propensity)
+        ci = control_index(data.variants, self.control)
+        self.variants_ = data.variants
+        self.control_ = data.variants[ci]
+        self._control_code = ci
+        self._treated_codes = [k for k in range(data.n_variants) if k != ci]
+        self.classes_ = data.classes
+        self.schema_ = data.schema
+        self.n_features_in_ = data.X.shape[1]
+        if data.schema.feature_names is not None:
+            self.feature_names_in_ = np.asarray(data.schema.feature_names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self._out_dim = data.out_dim
+        self.n_model_fits_ = 0
+        nuis: Nuisance | None = None
+        if self._uses_nuisance:
+            nuis = self._make_nuisance()
+            kinds = set(self._nuisance_for_oof if honest else self._nuisance_for_fit)
+            kinds = {k.replace("{c}", str(ci)) for k in kinds}
+            kinds = self._expand_kinds(kinds, data)
+            before = getattr(nuis, "n_model_fits_", 0)
+            nuis.ensure(data, kinds)
+            self.n_model_fits_ += nuis.n_model_fits_ - before
+            self.nuisance_ = nuis
+            folds = nuis.folds_
+        else:
+            check_finite_X(data.X, {"outcome_model": self._outcome_template()})
+            strata = data.w if data.classes is None else data.w * len(data.classes) + data.y
+            what = "treatment variant" if data.classes is None else "(variant, outcome class) pair"
+            folds = make_folds(strata, int(self.n_folds), self.random_state, what=what)
+        self.folds_ = folds
+        tau = self._fit_final(data, nuis, folds, honest)
+        self.oof_tau_ = tau if honest else None
+        return tau
+
+    def _expand_kinds(self, kinds: set[str], data: Data) -> set[str]:
+        out: set[str] = set()
+        for k in kinds:
+            if k == "m":
+                out.update(
+                    f"m:{min(self._control_code, t)}:{max(self._control_code, t)}"
+                    for t in self._treated_codes
+                )
+            else:
+                out.add(k)
+        return out
+
+    def _outcome_template(self) -> Any:
+        model = getattr(self, "outcome_model", None)
+        return default_regressor() if model is None else model
+
+    def _effect_template(self) -> Any:
+        model = getattr(self, "effect_model", None)
+        return default_regressor() if model is None else model
+
+    def _clip(self, e: np.ndarray) -> np.ndarray:
+        lo, hi = _clip_bounds(getattr(self, "propensity_clip", None))
+        return np.clip(e, lo, hi)
+
+    def _predict_internal(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "variants_")
+        Xa, _ = encode_features(X, self.schema_)
+        return self._predict_tau(Xa)
+
+    # ------------------------------------------------------- final-stage fits
+    def _fit_effects(
+        self,
+        data: Data,
+        specs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+        folds: np.ndarray,
+        honest: bool,
+        *,
+        require_weight: bool = False,
+    ) -> tuple[list[list[Any]], list[np.ndarray] | None]:
+        """Fit one effect model per spec ``(rows, target, weight)``.
+
+        ``target`` and ``weight`` are full-length arrays (read at ``rows``).
+        Not honest: one model per spec on its rows. Honest: one model per spec
+        and fold on its rows outside the fold, predicting every row of the
+        fold; returns the out-of-fold predictions (n,) per spec too.
+        """
+        template = self._effect_template()
+        if require_weight and not accepts_sample_weight(template):
+            raise TypeError(
+                f"`effect_model` ({type(template).__name__}) must accept `sample_weight` in "
+                "fit: this learner's final stage is a weighted regression."
+            )
+        if (
+            data.sample_weight is not None
+            and not require_weight
+            and not accepts_sample_weight(template)
+        ):
+            raise TypeError(
+                f"`sample_weight` was given but `effect_model` ({type(template).__name__}) "
+                "does not accept it in fit."
+            )
+        workers = n_workers(self.n_jobs)
+        cats = data.schema.categorical_indices
+        n_folds = int(folds.max()) + 1
+        tasks: list[Task] = []
+        for s, (rows, target, weight) in enumerate(specs):
+            for f in range(n_folds) if honest else [None]:
+                train = rows if f is None else rows[folds[rows] != f]
+                est = prepare_estimator(
+                    template,
+                    n_workers=workers,
+                    seed=task_seed(self.random_state, 500 + s, 0 if f is None else f + 1),
+                )
+                tasks.append(
+                    Task(
+                        estimator=est,
+                        train=train,
+                        target=target[train],
+                        sample_weight=None if weight is None else weight[train],
+                        predict_rows=None if f is None else np.flatnonzero(folds == f),
+                        fit_params=(
+                            {"categorical_feature": cats}
+                            if cats and accepts_categorical(est)
+                            else {}
+                        ),
+                    )
+                )
+        results = run_tasks(tasks, data.X, n_jobs=self.n_jobs)
+        self.n_model_fits_ += len(tasks)
+        per = n_folds if honest else 1
+        models = [[r[0] for r in results[i * per : (i + 1) * per]] for i in range(len(specs))]
+        if not honest:
+            return models, None
+        oofs = []
+        for i in range(len(specs)):
+            oof = np.empty(data.n)
+            for t, r in zip(
+                tasks[i * per : (i + 1) * per], results[i * per : (i + 1) * per], strict=True
+            ):
+                oof[t.predict_rows] = r[1][0]  # type: ignore[index]
+            oofs.append(oof)
+        return models, oofs
+
+    def _predict_effects(self, model_groups: list[list[Any]], Xa: np.ndarray) -> list[np.ndarray]:
+        """Mean over fold models of each group's prediction on ``Xa``."""
+        flat = [(m, "predict", None) for group in model_groups for m in group]
+        preds = predict_models(flat, Xa, n_jobs=self.n_jobs)
+        out, i = [], 0
+        for group in model_groups:
+            out.append(np.mean(preds[i : i + len(group)], axis=0))
+            i += len(group)
+        return out
+
+    # ----------------------------------------------------------- output shape
+    def _shape(self, tau: np.ndarray) -> np.ndarray:
+        if tau.shape[2] == 1:
+            tau = tau[:, :, 0]
+            return tau[:, 0] if tau.shape[1] == 1 else tau
+        return tau[:, 0, :] if tau.shape[1] == 1 else tau
+
+    def _effect_names(self) -> list[str]:
+        names = []
+        c = self.control_
+        for k in self._treated_codes:
+            v = self.variants_[k]
+            if self._out_dim == 1:
+                names.append(f"tau_{v}_vs_{c}")
+            else:
+                names.extend(f"tau_{v}_vs_{c}_{cls}" for cls in np.asarray(self.classes_))
+        return names
+
+    def _columns(self, tau: np.ndarray) -> list[np.ndarray]:
+        return [tau[:, j, d] for j in range(tau.shape[1]) for d in range(tau.shape[2])]
+
+    def _effects(self, est: np.ndarray, se: np.ndarray, method: str, n: int, level: float) -> Any:
+        """(K-1, D) estimates -> AverageEffect or a tuple of them."""
+        out = []
+        for j, k in enumerate(self._treated_codes):
+            e, s = est[j], se[j]
+            out.append(
+                AverageEffect.from_estimate(
+                    variant=_py(self.variants_[k]),
+                    control=_py(self.control_),
+                    estimate=e[0] if len(e) == 1 else e,
+                    std_error=s[0] if len(s) == 1 else s,
+                    method=method,
+                    n=n,
+                    level=level,
+                )
+            )
+        return out[0] if len(out) == 1 else tuple(out)
+
+    # -------------------------------------------------------- sklearn plumbing
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        models = [
+            getattr(self, n, None) for n in ("outcome_model", "propensity_model", "effect_model")
+        ]
+        models = [m if m is not None else default_regressor() for m in models]
+        tags.input_tags.allow_nan = all(allows_nan(m) for m in models)
+        return tags
+
+    # Subclass hooks --------------------------------------------------------
+    def _fit_final(
+        self, data: Data, nuis: Nuisance | None, folds: np.ndarray, honest: bool
+    ) -> np.ndarray | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _predict_tau(self, Xa: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _clip_bounds(clip: Any) -> tuple[float, float]:
+    if clip is None:
+        return 0.0, 1.0
+    if np.ndim(clip) == 0:
+        return float(clip), 1.0 - float(clip)
+    lo, hi = clip
+    return float(lo), float(hi)
+
+
+def _py(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v

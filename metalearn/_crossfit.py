@@ -1,0 +1,215 @@
+"""Cross-fitting: fold assignment and one flat, seeded batch of base-model fits.
+
+A stage of a meta-learner (all nuisance models, or all final-stage models)
+is expressed as a list of :class:`Task` objects. :func:`run_tasks` sends the
+whole list to joblib at once through :class:`sklearn.utils.parallel.Parallel`
+(so ``n_jobs`` workers share folds x variants x model kinds), never names a
+backend (so ``joblib.parallel_config(backend="dask")`` moves the work to a
+Dask cluster unchanged) and returns results in task order, so results do not
+depend on ``n_jobs``.
+
+Thread rule
+-----------
+With one joblib worker, base models keep their own thread settings (LightGBM
+then uses every core itself). With several workers, every base model whose
+thread parameter (``n_jobs``, ``num_threads``, ``nthread`` or
+``thread_count``) is left at its default gets ``max(1, cpu_count // workers)``
+threads, so that workers x threads does not exceed the number of cores. A
+thread count set explicitly by the user is never changed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from joblib import effective_n_jobs
+from sklearn.base import clone
+from sklearn.model_selection import StratifiedKFold
+from sklearn.utils.parallel import Parallel, delayed
+
+__all__ = ["Task", "make_folds", "run_tasks", "predict_models", "prepare_estimator"]
+
+_THREAD_PARAMS = ("n_jobs", "num_threads", "nthread", "thread_count")
+
+
+@dataclass
+class Task:
+    """One base-model fit, optionally followed by a prediction on held-out rows.
+
+    Attributes
+    ----------
+    estimator : estimator
+        An unfitted, already prepared clone.
+    train : ndarray of int
+        Rows of ``X`` to fit on.
+    target : ndarray
+        The target for those rows.
+    sample_weight : ndarray or None
+        Weights for those rows.
+    predict_rows : ndarray of int or None
+        Rows of ``X`` to predict after fitting (out-of-fold predictions).
+    method : str
+        ``"predict"`` or ``"predict_proba"``.
+    extra_columns : ndarray or None
+        Columns appended to ``X`` for this task (the S-learner's treatment
+        indicators), one row per row of ``X``.
+    """
+
+    estimator: Any
+    train: np.ndarray
+    target: np.ndarray
+    sample_weight: np.ndarray | None = None
+    predict_rows: np.ndarray | None = None
+    method: str = "predict"
+    extra_columns: np.ndarray | None = None
+    predict_extra: list[np.ndarray] = field(default_factory=list)
+    fit_params: dict[str, Any] = field(default_factory=dict)
+
+
+def make_folds(
+    strata: np.ndarray, n_folds: int, random_state: int | None, *, what: str = "variant"
+) -> np.ndarray:
+    """Assign each row to one of ``n_folds`` folds, stratified by ``strata``.
+
+    Returns an int array ``fold`` of shape ``(n_samples,)``.
+    """
+    _, counts = np.unique(strata, return_counts=True)
+    if counts.min() < n_folds:
+        raise ValueError(
+            f"Each {what} needs at least n_folds={n_folds} rows for cross-fitting; "
+            f"the smallest has {counts.min()}. Lower `n_folds` or collect more data."
+        )
+    skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=random_state)
+    fold = np.empty(len(strata), dtype=np.intp)
+    for f, (_, test) in enumerate(skf.split(np.zeros((len(strata), 1)), strata)):
+        fold[test] = f
+    return fold
+
+
+def _thread_param(estimator: Any) -> str | None:
+    params = estimator.get_params(deep=False)
+    for name in _THREAD_PARAMS:
+        if name in params:
+            return name
+    return None
+
+
+def prepare_estimator(template: Any, *, n_workers: int, seed: int | None) -> Any:
+    """Clone ``template``; set a default-thread count and a missing random seed."""
+    est = clone(template)
+    params = est.get_params(deep=False)
+    updates: dict[str, Any] = {}
+    name = _thread_param(est)
+    if name is not None and n_workers > 1 and params[name] in (None, -1, 0):
+        updates[name] = max(1, (os.cpu_count() or 1) // n_workers)
+    if seed is not None and "random_state" in params and params["random_state"] is None:
+        updates["random_state"] = seed
+    if updates:
+        est.set_params(**updates)
+    return est
+
+
+def n_workers(n_jobs: int | None) -> int:
+    """Effective number of joblib workers for ``n_jobs`` under the active backend."""
+    try:
+        return max(1, int(effective_n_jobs(n_jobs)))
+    except Exception:  # pragma: no cover - exotic backends
+        return 1
+
+
+def _accepts(estimator: Any, method: str, param: str) -> bool:
+    try:
+        sig = inspect.signature(getattr(estimator, method))
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+    return param in sig.parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()
+    )
+
+
+def _with_extra(X: np.ndarray, rows: np.ndarray, extra: np.ndarray | None) -> np.ndarray:
+    Xs = X[rows]
+    if extra is None:
+        return Xs
+    return np.hstack([Xs, extra[rows] if extra.shape[0] == X.shape[0] else extra])
+
+
+def _run_one(task: Task, X: np.ndarray) -> tuple[Any, list[np.ndarray] | None]:
+    est = task.estimator
+    Xt = _with_extra(X, task.train, task.extra_columns)
+    kwargs = dict(task.fit_params)
+    if task.sample_weight is not None:
+        kwargs["sample_weight"] = task.sample_weight
+    est.fit(Xt, task.target, **kwargs)
+    preds = None
+    if task.predict_rows is not None:
+        predict = getattr(est, task.method)
+        if task.predict_extra:
+            preds = [
+                np.asarray(predict(_with_extra(X, task.predict_rows, e)), dtype=np.float64)
+                for e in task.predict_extra
+            ]
+        else:
+            preds = [np.asarray(predict(X[task.predict_rows]), dtype=np.float64)]
+    return est, preds
+
+
+def run_tasks(
+    tasks: list[Task], X: np.ndarray, *, n_jobs: int | None
+) -> list[tuple[Any, list[np.ndarray] | None]]:
+    """Fit every task in one flat joblib batch; results come back in task order."""
+    if not tasks:
+        return []
+    if n_workers(n_jobs) == 1 or len(tasks) == 1:
+        return [_run_one(t, X) for t in tasks]
+    return list(Parallel(n_jobs=n_jobs)(delayed(_run_one)(t, X) for t in tasks))
+
+
+def _predict_one(model: Any, X: np.ndarray, method: str, extra: np.ndarray | None) -> np.ndarray:
+    Xp = X if extra is None else np.hstack([X, extra])
+    return np.asarray(getattr(model, method)(Xp), dtype=np.float64)
+
+
+def predict_models(
+    jobs: Sequence[tuple[Any, str, np.ndarray | None]], X: np.ndarray, *, n_jobs: int | None
+) -> list[np.ndarray]:
+    """Predict ``X`` with many fitted models (``(model, method, extra_columns)``), in order."""
+    if n_workers(n_jobs) == 1 or len(jobs) == 1:
+        return [_predict_one(m, X, meth, e) for m, meth, e in jobs]
+    return list(
+        Parallel(n_jobs=n_jobs)(delayed(_predict_one)(m, X, meth, e) for m, meth, e in jobs)
+    )
+
+
+def task_seed(random_state: Any, *key: int) -> int | None:
+    """A seed for one task, from ``random_state`` and the task's identity ``key``.
+
+    It depends only on the task, not on which other tasks share its batch, so
+    a model fitted now or later (or by another learner) gets the same seed.
+    ``None`` (and a ``RandomState``/``Generator``, which are not reproducible
+    across calls) give ``None``: the base model's own seed is left alone.
+    """
+    if random_state is None or isinstance(
+        random_state, np.random.RandomState | np.random.Generator
+    ):
+        return None
+    ss = np.random.SeedSequence(int(random_state), spawn_key=tuple(int(k) for k in key))
+    return int(ss.generate_state(1)[0] % (2**31 - 1))
+
+
+def accepts_sample_weight(estimator: Any) -> bool:
+    return _accepts(estimator, "fit", "sample_weight")
+
+
+def accepts_categorical(estimator: Any) -> bool:
+    """Whether ``fit`` takes LightGBM's ``categorical_feature`` argument."""
+    try:
+        sig = inspect.signature(estimator.fit)
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+    return "categorical_feature" in sig.parameters

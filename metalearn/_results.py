@@ -1,0 +1,97 @@
+"""Small frozen result objects with named fields and a readable ``repr``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["AverageEffect"]
+
+
+def _fmt(v: Any) -> str:
+    arr = np.asarray(v)
+    if arr.ndim == 0:
+        return f"{float(arr):.4g}"
+    return "[" + ", ".join(f"{x:.4g}" for x in arr.ravel()) + "]"
+
+
+@dataclass(frozen=True)
+class AverageEffect:
+    """An average treatment effect of one variant against the control.
+
+    Attributes
+    ----------
+    variant, control : object
+        The compared variants.
+    estimate : float or ndarray
+        The point estimate (an array over classes for a multi-class outcome).
+    std_error : float or ndarray
+        Its standard error (``nan`` where the method gives none).
+    ci_low, ci_high : float or ndarray
+        Bounds of the ``level`` confidence interval (normal approximation).
+    level : float
+        Confidence level of the interval.
+    method : str
+        How it was computed (e.g. ``"AIPW"``, ``"plug-in"``).
+    n : int
+        Number of rows used.
+    """
+
+    variant: Any
+    control: Any
+    estimate: Any
+    std_error: Any
+    ci_low: Any
+    ci_high: Any
+    level: float
+    method: str
+    n: int
+
+    @classmethod
+    def from_estimate(
+        cls,
+        *,
+        variant: Any,
+        control: Any,
+        estimate: Any,
+        std_error: Any,
+        method: str,
+        n: int,
+        level: float = 0.95,
+    ) -> AverageEffect:
+        z = stats.norm.ppf(0.5 + level / 2)
+        est = np.asarray(estimate, dtype=float)
+        se = np.asarray(std_error, dtype=float)
+        lo, hi = est - z * se, est + z * se
+
+        def unwrap(a: np.ndarray) -> Any:
+            return float(a) if a.ndim == 0 else a
+
+        return cls(
+            variant=variant,
+            control=control,
+            estimate=unwrap(est),
+            std_error=unwrap(se),
+            ci_low=unwrap(lo),
+            ci_high=unwrap(hi),
+            level=level,
+            method=method,
+            n=n,
+        )
+
+    @property
+    def p_value(self) -> Any:
+        """Two-sided p-value of the null hypothesis of no average effect."""
+        z = np.asarray(self.estimate) / np.asarray(self.std_error)
+        p = 2 * stats.norm.sf(np.abs(z))
+        return float(p) if np.ndim(p) == 0 else p
+
+    def __repr__(self) -> str:
+        return (
+            f"AverageEffect({self.variant!r} vs {self.control!r}: {_fmt(self.estimate)} "
+            f"(se {_fmt(self.std_error)}, {self.level:.0%} CI {_fmt(self.ci_low)} to "
+            f"{_fmt(self.ci_high)}), method={self.method!r}, n={self.n})"
+        )

@@ -1,0 +1,253 @@
+"""Checks of ``y``, ``w``, weights, propensities and sub-models.
+
+Every error message about user input lives here or in ``_frames``: it names
+the argument, what was expected, what was received and how to fix it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.base import is_classifier, is_regressor
+from sklearn.utils import get_tags
+
+from metalearn._frames import to_1d_array
+
+__all__ = [
+    "Treatment",
+    "encode_treatment",
+    "encode_outcome",
+    "check_sample_weight",
+    "check_propensity",
+    "check_classifier",
+    "check_regressor",
+    "check_finite_X",
+]
+
+
+@dataclass(frozen=True)
+class Treatment:
+    """Encoded treatment: ``codes[i]`` indexes ``variants`` (sorted labels)."""
+
+    codes: np.ndarray
+    variants: np.ndarray
+
+    @property
+    def n_variants(self) -> int:
+        return len(self.variants)
+
+
+def _is_missing(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype.kind == "f":
+        return np.isnan(arr)
+    if arr.dtype == object:
+        return np.array([v is None or (isinstance(v, float) and v != v) for v in arr], dtype=bool)
+    return np.zeros(arr.shape, dtype=bool)
+
+
+def encode_treatment(
+    w: Any, n_samples: int, variants: np.ndarray | None = None, *, name: str = "w"
+) -> Treatment:
+    """Encode treatment labels; learn the sorted variants or check against known ones."""
+    if w is None:
+        raise ValueError(
+            f"`{name}` (the treatment variant of each row) is required: call "
+            f"`fit(X, y, {name})`. In a Pipeline enable metadata routing "
+            "(`sklearn.set_config(enable_metadata_routing=True)`) or pass `<step>__w=w`."
+        )
+    arr = to_1d_array(w, name=name)
+    if len(arr) != n_samples:
+        raise ValueError(
+            f"`{name}` has {len(arr)} entries but `X` has {n_samples} rows; they must match."
+        )
+    missing = _is_missing(arr)
+    if missing.any():
+        raise ValueError(
+            f"`{name}` holds {int(missing.sum())} missing values (NaN/None), e.g. at row "
+            f"{int(np.flatnonzero(missing)[0])}. Every row needs a treatment variant: drop "
+            "or impute those rows."
+        )
+    if arr.dtype.kind == "f" and np.all(arr == np.round(arr)):
+        arr = arr.astype(np.int64)
+    if arr.dtype == object:
+        kinds = {type(v) for v in arr}
+        if len(kinds) > 1:
+            arr = arr.astype(str)
+    if variants is None:
+        variants, codes = np.unique(arr, return_inverse=True)
+        if len(variants) < 2:
+            raise ValueError(
+                f"`{name}` holds a single variant ({variants[0]!r}); estimating an effect "
+                "needs at least two (a control and a treatment)."
+            )
+        return Treatment(codes=codes.astype(np.intp), variants=variants)
+    pos = np.searchsorted(variants, arr)
+    pos = np.minimum(pos, len(variants) - 1)
+    ok = variants[pos] == arr
+    if not np.all(ok):
+        unknown = sorted({str(v) for v in arr[~ok]})
+        raise ValueError(
+            f"`{name}` holds variants not seen at fit: {unknown}; known variants are "
+            f"{variants.tolist()}."
+        )
+    return Treatment(codes=pos.astype(np.intp), variants=variants)
+
+
+def control_index(variants: np.ndarray, control: Any) -> int:
+    """Position of the control variant (default: 0 if present, else the first sorted)."""
+    labels = variants.tolist()
+    if control is None:
+        for candidate in (0, "0", "control", False):
+            if candidate in labels and type(labels[labels.index(candidate)]) is type(candidate):
+                return labels.index(candidate)
+        return 0
+    if control in labels:
+        return labels.index(control)
+    # Accept "1" for 1 and 1 for "1" only when unambiguous.
+    as_str = [str(v) for v in labels]
+    if str(control) in as_str and as_str.count(str(control)) == 1:
+        return as_str.index(str(control))
+    raise ValueError(f"`control`={control!r} is not one of the variants in `w`: {labels}.")
+
+
+def encode_outcome(y: Any, n_samples: int, *, classification: bool, classes: Any = None):
+    """Check ``y``. Regression: float array. Classification: codes into ``classes``."""
+    if y is None:
+        raise ValueError("`y` (the outcome) is required.")
+    arr = to_1d_array(y, name="y")
+    if len(arr) != n_samples:
+        raise ValueError(
+            f"`y` has {len(arr)} entries but `X` has {n_samples} rows; they must match."
+        )
+    if not classification:
+        if arr.dtype == object or (arr.dtype.kind in "USb" and arr.dtype != bool):
+            try:
+                arr = arr.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    "`y` must be numeric when the outcome model is a regressor; got values "
+                    f"like {arr[:3].tolist()}. Use a classifier as `outcome_model` for a "
+                    "categorical outcome."
+                ) from exc
+        arr = np.asarray(arr, dtype=np.float64)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(
+                f"`y` holds {int((~np.isfinite(arr)).sum())} NaN or infinite values; "
+                "drop or impute those rows."
+            )
+        return arr, None
+    missing = _is_missing(arr)
+    if missing.any():
+        raise ValueError(f"`y` holds {int(missing.sum())} missing values; drop those rows.")
+    if classes is None:
+        classes, codes = np.unique(arr, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(
+                f"`y` holds a single class ({classes[0]!r}); a classifier outcome model "
+                "needs at least two classes."
+            )
+        return codes.astype(np.intp), classes
+    pos = np.minimum(np.searchsorted(classes, arr), len(classes) - 1)
+    if not np.all(classes[pos] == arr):
+        raise ValueError(f"`y` holds classes not seen at fit; known classes: {classes.tolist()}.")
+    return pos.astype(np.intp), classes
+
+
+def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray | None:
+    if sample_weight is None:
+        return None
+    sw = to_1d_array(sample_weight, name="sample_weight").astype(np.float64)
+    if len(sw) != n_samples:
+        raise ValueError(f"`sample_weight` has {len(sw)} entries but `X` has {n_samples} rows.")
+    if not np.all(np.isfinite(sw)) or (sw < 0).any():
+        raise ValueError("`sample_weight` must be finite and non-negative.")
+    return sw
+
+
+def check_propensity(propensity: Any, n_samples: int, n_variants: int) -> np.ndarray:
+    """Known propensities -> array (n_samples, n_variants) whose rows sum to one.
+
+    Accepts a scalar (P(treated) for two variants), a vector of K per-variant
+    probabilities, a per-row vector (two variants) or an (n, K) matrix.
+    """
+    p = np.asarray(propensity, dtype=np.float64)
+    if p.ndim == 0:
+        if n_variants != 2:
+            raise ValueError(
+                "A scalar `propensity` is P(treated) and needs two variants; with "
+                f"{n_variants} variants pass one probability per variant."
+            )
+        p = np.array([1 - float(p), float(p)])
+    if p.ndim == 1 and p.shape[0] == n_variants and n_samples != n_variants:
+        p = np.broadcast_to(p, (n_samples, n_variants))
+    elif p.ndim == 1 and p.shape[0] == n_samples:
+        if n_variants != 2:
+            raise ValueError(
+                f"A per-row `propensity` vector needs two variants; with {n_variants} pass an "
+                f"array of shape (n_samples, {n_variants})."
+            )
+        p = np.column_stack([1 - p, p])
+    if p.shape != (n_samples, n_variants):
+        raise ValueError(
+            f"`propensity` must be a scalar, a vector of {n_variants} probabilities, or an "
+            f"array of shape ({n_samples}, {n_variants}); got shape {np.shape(propensity)}."
+        )
+    if not np.all(np.isfinite(p)) or (p <= 0).any() or (p >= 1).any():
+        raise ValueError("`propensity` values must lie strictly between 0 and 1.")
+    if not np.allclose(p.sum(axis=1), 1.0, atol=1e-6):
+        raise ValueError("Each row of `propensity` must sum to 1 over the variants.")
+    return np.ascontiguousarray(p)
+
+
+def check_classifier(estimator: Any, name: str) -> None:
+    if estimator is None:
+        return
+    if not hasattr(estimator, "fit"):
+        raise TypeError(f"`{name}` must be a scikit-learn estimator; got {estimator!r}.")
+    if is_regressor(estimator) or not hasattr(estimator, "predict_proba"):
+        raise TypeError(
+            f"`{name}` must be a classifier with `predict_proba`; got {type(estimator).__name__}. "
+            "Use e.g. LGBMClassifier() or LogisticRegression()."
+        )
+
+
+def check_regressor(estimator: Any, name: str) -> None:
+    if estimator is None:
+        return
+    if not hasattr(estimator, "fit"):
+        raise TypeError(f"`{name}` must be a scikit-learn estimator; got {estimator!r}.")
+    if is_classifier(estimator):
+        raise TypeError(
+            f"`{name}` must be a regressor (it is fitted on continuous pseudo-outcomes); got "
+            f"the classifier {type(estimator).__name__}. Use e.g. LGBMRegressor()."
+        )
+
+
+def allows_nan(estimator: Any) -> bool:
+    try:
+        return bool(get_tags(estimator).input_tags.allow_nan)
+    except Exception:  # pragma: no cover - estimators without tags
+        return False
+
+
+def check_finite_X(X: np.ndarray, models: dict[str, Any], *, name: str = "X") -> None:
+    """Reject infinities always, and NaN where a base model cannot take it."""
+    if X.size == 0:
+        return
+    finite = np.isfinite(X)
+    if finite.all():
+        return
+    if np.isinf(X).any():
+        raise ValueError(
+            f"`{name}` holds infinite values; replace them (e.g. with NaN for models that "
+            "handle missing values) before fitting."
+        )
+    blockers = [k for k, m in models.items() if m is not None and not allows_nan(m)]
+    if blockers:
+        raise ValueError(
+            f"`{name}` holds NaN values but {', '.join(f'`{b}`' for b in blockers)} cannot "
+            "handle missing values. Impute them (e.g. a Pipeline with SimpleImputer) or use "
+            "a model that accepts NaN such as LightGBM."
+        )

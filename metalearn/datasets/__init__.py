@@ -1,0 +1,25 @@
+"""Simulated data sets with known heterogeneous treatment effects.
+
+The simulators return a :class:`Simulation` holding the observed data
+``(X, w, y)`` and the ground truth (true CATE ``tau``, propensity scores and
+conditional mean outcomes ``mu``), for testing and benchmarking CATE
+estimators.
+"""
+
+from metalearn.datasets._simulate import (
+    Simulation,
+    simulate_binary_outcome,
+    simulate_confounded,
+    simulate_multiarm,
+    simulate_nie_wager,
+    simulate_retention,
+)
+
+__all__ = [
+    "Simulation",
+    "simulate_nie_wager",
+    "simulate_retention",
+    "simulate_multiarm",
+    "simulate_binary_outcome",
+    "simulate_confounded",
+]

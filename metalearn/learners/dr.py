@@ -1,0 +1,195 @@
+"""The DR-learner: regression of doubly robust (AIPW) pseudo-outcomes (Kennedy 2023)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from metalearn._base import MetaLearner
+from metalearn._frames import encode_features
+from metalearn.nuisance import Data, Nuisance
+
+__all__ = ["DRLearner"]
+
+
+class DRLearner(MetaLearner):
+    r"""DR-learner of Kennedy (2023), for any number of variants.
+
+    For a treated variant ``k`` against the control ``c``, the doubly robust
+    pseudo-outcome of row ``i`` is
+
+    .. math::
+        \varphi_{k,i} = \hat\mu_k(X_i) - \hat\mu_c(X_i)
+        + \frac{1\{W_i = k\}(Y_i - \hat\mu_k(X_i))}{\hat e_k(X_i)}
+        - \frac{1\{W_i = c\}(Y_i - \hat\mu_c(X_i))}{\hat e_c(X_i)}
+
+    with out-of-fold (cross-fitted) outcome and propensity predictions; the
+    effect model regresses :math:`\varphi_k` on :math:`X` over all rows. Its
+    mean is the AIPW estimate of the average effect, returned with its
+    influence-function standard error by :meth:`ate`.
+
+    Parameters
+    ----------
+    outcome_model : estimator, default=None
+        Regressor, or classifier for a categorical outcome.
+        ``None`` means ``LGBMRegressor(verbose=-1)``.
+    propensity_model : classifier, default=None
+        ``None`` means ``LGBMClassifier(verbose=-1)``.
+    effect_model : regressor, default=None
+        Final-stage model. ``None`` means ``LGBMRegressor(verbose=-1)``.
+    nuisance : Nuisance, default=None
+        A fitted :class:`~metalearn.Nuisance` to reuse.
+    control : object, default=None
+        The reference variant.
+    n_folds : int, default=5
+        Cross-fitting folds.
+    propensity_clip : float or (float, float), default=0.01
+        Propensities are clipped to ``[clip, 1 - clip]``.
+    n_jobs : int, default=None
+        Joblib workers.
+    random_state : int, default=None
+        Seeds folds and base models.
+
+    Attributes
+    ----------
+    variants_, control_, classes_, nuisance_, n_features_in_, feature_names_in_
+        As for :class:`TLearner`.
+    pseudo_outcomes_ : ndarray of shape (n_samples, n_variants - 1, D)
+        The pseudo-outcomes of the training rows.
+    effect_models_ : dict
+        ``(variant_code, dim) -> list of fitted models``.
+
+    References
+    ----------
+    .. [1] Kennedy, E. H. (2023). Towards optimal doubly robust estimation of
+       heterogeneous causal effects. Electronic Journal of Statistics 17(2),
+       3008-3049.
+    .. [2] Robins, J. M., Rotnitzky, A. and Zhao, L. P. (1994). Estimation of
+       regression coefficients when some regressors are not always observed.
+       JASA 89(427), 846-866.
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> from sklearn.linear_model import LinearRegression, LogisticRegression
+    >>> X, w, y, tau, *_ = ml.datasets.simulate_nie_wager("C", n=2000, seed=0)
+    >>> dr = ml.DRLearner(outcome_model=LinearRegression(), propensity_model=LogisticRegression(),
+    ...                   effect_model=LinearRegression(), random_state=0).fit(X, y, w)
+    >>> effect = dr.ate()
+    >>> effect.ci_low < 1.0 < effect.ci_high
+    True
+    """
+
+    _nuisance_for_fit = frozenset({"mu", "e"})
+    _nuisance_for_oof = frozenset({"mu", "e"})
+
+    def __init__(
+        self,
+        *,
+        outcome_model: Any = None,
+        propensity_model: Any = None,
+        effect_model: Any = None,
+        nuisance: Nuisance | None = None,
+        control: Any = None,
+        n_folds: int = 5,
+        propensity_clip: float | tuple[float, float] = 0.01,
+        n_jobs: int | None = None,
+        random_state: int | None = None,
+    ) -> None:
+        self.outcome_model = outcome_model
+        self.propensity_model = propensity_model
+        self.effect_model = effect_model
+        self.nuisance = nuisance
+        self.control = control
+        self.n_folds = n_folds
+        self.propensity_clip = propensity_clip
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def pseudo_outcomes(self, data: Data, nuis: Nuisance) -> np.ndarray:
+        """AIPW pseudo-outcomes (n, K-1, D) from out-of-fold nuisances."""
+        mu = nuis.oof_["mu"]
+        e = self._clip(nuis.oof_["e"])
+        Y = data.target_matrix()
+        c = self._control_code
+        is_c = (data.w == c)[:, None]
+        out = np.empty((data.n, len(self._treated_codes), data.out_dim))
+        for j, k in enumerate(self._treated_codes):
+            is_k = (data.w == k)[:, None]
+            out[:, j, :] = (
+                mu[:, k, :]
+                - mu[:, c, :]
+                + is_k * (Y - mu[:, k, :]) / e[:, [k]]
+                - is_c * (Y - mu[:, c, :]) / e[:, [c]]
+            )
+        return out
+
+    def _fit_final(
+        self, data: Data, nuis: Nuisance | None, folds: np.ndarray, honest: bool
+    ) -> np.ndarray | None:
+        assert nuis is not None
+        phi = self.pseudo_outcomes(data, nuis)
+        self.pseudo_outcomes_ = phi
+        self._train_weight = data.sample_weight
+        rows = np.arange(data.n)
+        specs, keys = [], []
+        for j, k in enumerate(self._treated_codes):
+            for d in range(data.out_dim):
+                specs.append((rows, np.ascontiguousarray(phi[:, j, d]), data.sample_weight))
+                keys.append((k, d))
+        models, oofs = self._fit_effects(data, specs, folds, honest)
+        self.effect_models_ = dict(zip(keys, models, strict=True))
+        if not honest:
+            return None
+        assert oofs is not None
+        return self._stack(dict(zip(keys, oofs, strict=True)), data.n)
+
+    def _stack(self, preds: dict[Any, np.ndarray], n: int) -> np.ndarray:
+        tau = np.empty((n, len(self._treated_codes), self._out_dim))
+        for j, k in enumerate(self._treated_codes):
+            for d in range(self._out_dim):
+                tau[:, j, d] = preds[(k, d)]
+        return tau
+
+    def _predict_tau(self, Xa: np.ndarray) -> np.ndarray:
+        keys = list(self.effect_models_)
+        out = self._predict_effects([self.effect_models_[k] for k in keys], Xa)
+        return self._stack(dict(zip(keys, out, strict=True)), Xa.shape[0])
+
+    def ate(self, X: Any = None, *, level: float = 0.95) -> Any:
+        r"""Average effect by AIPW: the mean pseudo-outcome of the training rows.
+
+        With ``X`` given, the plug-in mean of the predicted CATE on ``X``
+        instead (no standard error). Otherwise the estimate is
+        :math:`\bar\varphi_k` with standard error
+        :math:`\mathrm{sd}(\varphi_k)/\sqrt{n}` (weighted versions under
+        ``sample_weight``), the influence-function standard error of the
+        cross-fitted AIPW estimator.
+
+        Returns
+        -------
+        AverageEffect, or a tuple of them for more than two variants.
+        """
+        check_is_fitted(self, "pseudo_outcomes_")
+        if X is not None:
+            return super().ate(X, level=level)
+        phi = self.pseudo_outcomes_
+        n = phi.shape[0]
+        sw = self._train_weight
+        if sw is None:
+            est = phi.mean(axis=0)
+            se = phi.std(axis=0, ddof=1) / np.sqrt(n)
+        else:
+            wn = sw / sw.sum()
+            est = np.einsum("i,ijd->jd", wn, phi)
+            se = np.sqrt(np.einsum("i,ijd->jd", wn**2, (phi - est) ** 2) * n / (n - 1))
+        return self._effects(est, se, "AIPW", n, level)
+
+    def predict_outcomes(self, X: Any) -> np.ndarray:
+        """Conditional mean outcome of every variant from the outcome models."""
+        check_is_fitted(self, "variants_")
+        Xa, _ = encode_features(X, self.schema_)
+        mu = self.nuisance_.mu_predict(Xa)
+        return mu[..., 0] if mu.shape[2] == 1 else mu

@@ -1,0 +1,152 @@
+"""The R-learner: residual-on-residual weighted regression (Nie and Wager 2021)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from metalearn._base import MetaLearner
+from metalearn.nuisance import Data, Nuisance
+
+__all__ = ["RLearner"]
+
+
+class RLearner(MetaLearner):
+    r"""R-learner of Nie and Wager (2021), pairwise for several variants.
+
+    For a treated variant ``k`` against the control ``c`` and the rows of
+    those two variants, with :math:`T = 1\{W = k\}`, the marginal outcome
+    :math:`m(x) = E[Y \mid X=x, W \in \{c,k\}]` and the pair propensity
+    :math:`p(x) = e_k(x) / (e_k(x) + e_c(x))`, the R-loss
+
+    .. math:: \sum_i \big[(Y_i - \hat m(X_i)) - \tau(X_i)(T_i - \hat p(X_i))\big]^2
+
+    is minimised by regressing the pseudo-outcome
+    :math:`(Y - \hat m)/(T - \hat p)` on :math:`X` with weights
+    :math:`(T - \hat p)^2`. :math:`\hat m` and :math:`\hat p` are
+    out-of-fold (cross-fitted) predictions.
+
+    Parameters
+    ----------
+    outcome_model : estimator, default=None
+        Model of the marginal outcome ``m`` (regressor, or classifier for a
+        categorical outcome). ``None`` means ``LGBMRegressor(verbose=-1)``.
+    propensity_model : classifier, default=None
+        ``None`` means ``LGBMClassifier(verbose=-1)``.
+    effect_model : regressor, default=None
+        Final-stage model; must accept ``sample_weight``.
+    nuisance : Nuisance, default=None
+        A fitted :class:`~metalearn.Nuisance` to reuse (its propensity models
+        are reused; the marginal outcome models are fitted once and kept in it).
+    control : object, default=None
+        The reference variant.
+    n_folds : int, default=5
+        Cross-fitting folds.
+    propensity_clip : float or (float, float), default=0.01
+        Clipping of the pair propensity.
+    n_jobs : int, default=None
+        Joblib workers.
+    random_state : int, default=None
+        Seeds folds and base models.
+
+    Attributes
+    ----------
+    variants_, control_, classes_, nuisance_, n_features_in_, feature_names_in_
+        As for :class:`TLearner`.
+    effect_models_ : dict
+        ``(variant_code, dim) -> list of fitted models``.
+
+    References
+    ----------
+    .. [1] Nie, X. and Wager, S. (2021). Quasi-oracle estimation of
+       heterogeneous treatment effects. Biometrika 108(2), 299-319.
+    .. [2] Robinson, P. M. (1988). Root-N-consistent semiparametric
+       regression. Econometrica 56(4), 931-954.
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> from sklearn.linear_model import LinearRegression, LogisticRegression
+    >>> X, w, y, tau, *_ = ml.datasets.simulate_nie_wager("C", n=2000, seed=0)
+    >>> r = ml.RLearner(outcome_model=LinearRegression(), propensity_model=LogisticRegression(),
+    ...                 effect_model=LinearRegression(), random_state=0).fit(X, y, w)
+    >>> r.predict(X[:2]).shape
+    (2,)
+    """
+
+    _nuisance_for_fit = frozenset({"m", "e"})
+    _nuisance_for_oof = frozenset({"m", "e"})
+
+    def __init__(
+        self,
+        *,
+        outcome_model: Any = None,
+        propensity_model: Any = None,
+        effect_model: Any = None,
+        nuisance: Nuisance | None = None,
+        control: Any = None,
+        n_folds: int = 5,
+        propensity_clip: float | tuple[float, float] = 0.01,
+        n_jobs: int | None = None,
+        random_state: int | None = None,
+    ) -> None:
+        self.outcome_model = outcome_model
+        self.propensity_model = propensity_model
+        self.effect_model = effect_model
+        self.nuisance = nuisance
+        self.control = control
+        self.n_folds = n_folds
+        self.propensity_clip = propensity_clip
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _pair_kind(self, k: int) -> str:
+        c = self._control_code
+        return f"m:{min(c, k)}:{max(c, k)}"
+
+    def residuals(self, data: Data, nuis: Nuisance, k: int) -> tuple[np.ndarray, ...]:
+        """Rows of the pair, outcome residuals (n, D) and treatment residuals (n,)."""
+        c = self._control_code
+        rows = np.flatnonzero((data.w == c) | (data.w == k))
+        e = nuis.oof_["e"]
+        p = self._clip(e[:, k] / (e[:, k] + e[:, c]))
+        t_res = (data.w == k).astype(np.float64) - p
+        y_res = data.target_matrix() - nuis.oof_[self._pair_kind(k)]
+        return rows, y_res, t_res
+
+    def _fit_final(
+        self, data: Data, nuis: Nuisance | None, folds: np.ndarray, honest: bool
+    ) -> np.ndarray | None:
+        assert nuis is not None
+        specs, keys = [], []
+        for k in self._treated_codes:
+            rows, y_res, t_res = self.residuals(data, nuis, k)
+            safe_t = np.where(t_res[rows] == 0, 1e-12, t_res[rows])
+            weight = np.zeros(data.n)
+            weight[rows] = t_res[rows] ** 2
+            if data.sample_weight is not None:
+                weight = weight * data.sample_weight
+            for d in range(data.out_dim):
+                pseudo = np.zeros(data.n)
+                pseudo[rows] = y_res[rows, d] / safe_t
+                specs.append((rows, pseudo, weight))
+                keys.append((k, d))
+        models, oofs = self._fit_effects(data, specs, folds, honest, require_weight=True)
+        self.effect_models_ = dict(zip(keys, models, strict=True))
+        if not honest:
+            return None
+        assert oofs is not None
+        return self._stack(dict(zip(keys, oofs, strict=True)), data.n)
+
+    def _stack(self, preds: dict[Any, np.ndarray], n: int) -> np.ndarray:
+        tau = np.empty((n, len(self._treated_codes), self._out_dim))
+        for j, k in enumerate(self._treated_codes):
+            for d in range(self._out_dim):
+                tau[:, j, d] = preds[(k, d)]
+        return tau
+
+    def _predict_tau(self, Xa: np.ndarray) -> np.ndarray:
+        keys = list(self.effect_models_)
+        out = self._predict_effects([self.effect_models_[k] for k in keys], Xa)
+        return self._stack(dict(zip(keys, out, strict=True)), Xa.shape[0])

@@ -1,0 +1,189 @@
+"""The S-learner: one outcome model with the treatment variant as a feature."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from metalearn._base import MetaLearner
+from metalearn._crossfit import (
+    Task,
+    accepts_categorical,
+    accepts_sample_weight,
+    n_workers,
+    predict_models,
+    prepare_estimator,
+    run_tasks,
+    task_seed,
+)
+from metalearn._frames import encode_features
+from metalearn.nuisance import Data, Nuisance, outcome_columns
+
+__all__ = ["SLearner"]
+
+
+class SLearner(MetaLearner):
+    r"""S-learner ("single model"): :math:`\hat\tau_k(x) = \hat f(x, k) - \hat f(x, c)`.
+
+    One outcome model is fitted on the features plus one indicator column per
+    treated variant; the effect of variant ``k`` is the difference between
+    its predictions with the indicators set to ``k`` and to the control.
+    With tree models the treatment may be ignored by the splits when its
+    effect is small, which shrinks the estimated effects towards zero (a
+    known bias of the S-learner, [1]_).
+
+    ``fit`` fits the model once on all rows; ``fit_predict`` cross-fits it
+    (``n_folds`` models) for honest estimates of the training rows, and
+    later predictions average the fold models.
+
+    Parameters
+    ----------
+    outcome_model : estimator, default=None
+        Regressor, or classifier for a categorical outcome.
+        ``None`` means ``LGBMRegressor(verbose=-1)``.
+    control : object, default=None
+        The reference variant (``None``: ``0`` if present, else the first).
+    n_folds : int, default=5
+        Folds of ``fit_predict``, stratified by variant (and class).
+    n_jobs : int, default=None
+        Joblib workers for the fold fits.
+    random_state : int, default=None
+        Seeds the folds and the base model when its ``random_state`` is unset.
+
+    Attributes
+    ----------
+    variants_ : ndarray
+        Sorted treatment variants.
+    control_ : object
+        The control variant.
+    classes_ : ndarray or None
+        Outcome classes for a classifier outcome model.
+    models_ : list of estimators
+        The fitted outcome model(s).
+    n_features_in_ : int
+        Number of features (without the treatment indicators).
+    feature_names_in_ : ndarray of str
+        Feature names, when ``X`` was a frame.
+
+    See Also
+    --------
+    TLearner : One model per variant.
+
+    References
+    ----------
+    .. [1] Künzel, S. R., Sekhon, J. S., Bickel, P. J. and Yu, B. (2019).
+       Metalearners for estimating heterogeneous treatment effects using
+       machine learning. PNAS 116(10), 4156-4165.
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> from sklearn.linear_model import LinearRegression
+    >>> X, w, y, tau, *_ = ml.datasets.simulate_nie_wager("C", n=1000, seed=0)
+    >>> s = ml.SLearner(outcome_model=LinearRegression()).fit(X, y, w)
+    >>> round(float(s.predict(X).mean()), 1)
+    1.0
+    """
+
+    _uses_nuisance = False
+
+    def __init__(
+        self,
+        *,
+        outcome_model: Any = None,
+        control: Any = None,
+        n_folds: int = 5,
+        n_jobs: int | None = None,
+        random_state: int | None = None,
+    ) -> None:
+        self.outcome_model = outcome_model
+        self.control = control
+        self.n_folds = n_folds
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _indicators(self, codes: np.ndarray) -> np.ndarray:
+        return (codes[:, None] == np.asarray(self._treated_codes)[None, :]).astype(np.float64)
+
+    def _variant_columns(self, n: int) -> list[np.ndarray]:
+        """Indicator blocks with every row set to each variant, in code order."""
+        K = len(self.variants_)
+        return [self._indicators(np.full(n, k)) for k in range(K)]
+
+    def _fit_final(
+        self, data: Data, nuis: Nuisance | None, folds: np.ndarray, honest: bool
+    ) -> np.ndarray | None:
+        template = self._outcome_template()
+        if data.sample_weight is not None and not accepts_sample_weight(template):
+            raise TypeError(
+                "`sample_weight` was given but `outcome_model` "
+                f"({type(template).__name__}) does not accept it in fit."
+            )
+        method = "predict_proba" if data.classes is not None else "predict"
+        self._method = method
+        extra = self._indicators(data.w)
+        workers = n_workers(self.n_jobs)
+        cats = data.schema.categorical_indices
+        tasks = []
+        fold_ids: list[int | None] = list(range(int(folds.max()) + 1)) if honest else [None]
+        for f in fold_ids:
+            train = np.arange(data.n) if f is None else np.flatnonzero(folds != f)
+            rows = None if f is None else np.flatnonzero(folds == f)
+            est = prepare_estimator(
+                template,
+                n_workers=workers,
+                seed=task_seed(self.random_state, 400, 0 if f is None else f + 1),
+            )
+            tasks.append(
+                Task(
+                    estimator=est,
+                    train=train,
+                    target=data.y[train],
+                    sample_weight=(
+                        None if data.sample_weight is None else data.sample_weight[train]
+                    ),
+                    predict_rows=rows,
+                    method=method,
+                    extra_columns=extra,
+                    predict_extra=[] if rows is None else self._variant_columns(data.n),
+                    fit_params=(
+                        {"categorical_feature": cats} if cats and accepts_categorical(est) else {}
+                    ),
+                )
+            )
+        results = run_tasks(tasks, data.X, n_jobs=self.n_jobs)
+        self.n_model_fits_ += len(tasks)
+        self.models_ = [r[0] for r in results]
+        if not honest:
+            return None
+        mu = np.empty((data.n, data.n_variants, data.out_dim))
+        for t, (model, preds) in zip(tasks, results, strict=True):
+            assert preds is not None and t.predict_rows is not None
+            for k, p in enumerate(preds):
+                mu[t.predict_rows, k, :] = outcome_columns(p, model, data.classes)
+        return mu[:, self._treated_codes, :] - mu[:, [self._control_code], :]
+
+    def _mu(self, Xa: np.ndarray) -> np.ndarray:
+        n = Xa.shape[0]
+        blocks = self._variant_columns(n)
+        jobs = [(m, self._method, b) for m in self.models_ for b in blocks]
+        preds = predict_models(jobs, Xa, n_jobs=self.n_jobs)
+        K = len(blocks)
+        mu = np.zeros((n, K, self._out_dim))
+        for i, p in enumerate(preds):
+            model = self.models_[i // K]
+            mu[:, i % K, :] += outcome_columns(p, model, self.classes_)
+        return mu / len(self.models_)
+
+    def _predict_tau(self, Xa: np.ndarray) -> np.ndarray:
+        mu = self._mu(Xa)
+        return mu[:, self._treated_codes, :] - mu[:, [self._control_code], :]
+
+    def predict_outcomes(self, X: Any) -> np.ndarray:
+        """Predicted mean outcome under every variant, ``(n, n_variants[, n_classes])``."""
+        check_is_fitted(self, "variants_")
+        Xa, _ = encode_features(X, self.schema_)
+        mu = self._mu(Xa)
+        return mu[..., 0] if mu.shape[2] == 1 else mu

@@ -1,0 +1,161 @@
+"""The X-learner: imputed individual effects, two effect models, a propensity blend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from metalearn._base import MetaLearner
+from metalearn._frames import encode_features
+from metalearn.nuisance import Data, Nuisance
+
+__all__ = ["XLearner"]
+
+
+class XLearner(MetaLearner):
+    r"""X-learner of Künzel et al. (2019), for any number of variants.
+
+    For each treated variant ``k`` against the control ``c``:
+
+    1. cross-fitted outcome models give out-of-fold :math:`\hat\mu_c, \hat\mu_k`;
+    2. imputed effects :math:`D^1_i = Y_i - \hat\mu_c(X_i)` on the rows of
+       ``k`` and :math:`D^0_i = \hat\mu_k(X_i) - Y_i` on the rows of ``c``;
+    3. effect models :math:`\hat\tau^1_k` (fitted on :math:`D^1`) and
+       :math:`\hat\tau^0_k` (fitted on :math:`D^0`);
+    4. :math:`\hat\tau_k(x) = g(x)\,\hat\tau^0_k(x) + (1 - g(x))\,\hat\tau^1_k(x)`
+       with :math:`g(x) = e_k(x) / (e_k(x) + e_c(x))`, the propensity of ``k``
+       within the pair.
+
+    The imputed effects use out-of-fold outcome predictions, so no outcome
+    model predicts a row it was trained on. ``fit_predict`` also cross-fits
+    the effect models.
+
+    Parameters
+    ----------
+    outcome_model : estimator, default=None
+        Regressor, or classifier for a categorical outcome (effects on class
+        probabilities). ``None`` means ``LGBMRegressor(verbose=-1)``.
+    propensity_model : classifier, default=None
+        ``None`` means ``LGBMClassifier(verbose=-1)``; unused when known
+        propensities are passed to ``fit``.
+    effect_model : regressor, default=None
+        Final-stage model, cloned twice per treated variant (and per class
+        for a multi-class outcome). ``None`` means ``LGBMRegressor(verbose=-1)``.
+    nuisance : Nuisance, default=None
+        A fitted :class:`~metalearn.Nuisance` to reuse.
+    control : object, default=None
+        The reference variant.
+    n_folds : int, default=5
+        Cross-fitting folds.
+    propensity_clip : float or (float, float), default=0.01
+        Propensities are clipped to ``[clip, 1 - clip]`` (or the given pair).
+    n_jobs : int, default=None
+        Joblib workers.
+    random_state : int, default=None
+        Seeds folds and base models.
+
+    Attributes
+    ----------
+    variants_, control_, classes_, nuisance_, n_features_in_, feature_names_in_
+        As for :class:`TLearner`.
+    effect_models_ : dict
+        ``(variant_code, side, dim) -> list of fitted models`` (side 0: fitted
+        on controls, side 1: on treated rows).
+
+    References
+    ----------
+    .. [1] Künzel, S. R., Sekhon, J. S., Bickel, P. J. and Yu, B. (2019).
+       Metalearners for estimating heterogeneous treatment effects using
+       machine learning. PNAS 116(10), 4156-4165.
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> from sklearn.linear_model import LinearRegression, LogisticRegression
+    >>> X, w, y, tau, *_ = ml.datasets.simulate_nie_wager("B", n=2000, seed=0)
+    >>> x = ml.XLearner(outcome_model=LinearRegression(), propensity_model=LogisticRegression(),
+    ...                 effect_model=LinearRegression(), random_state=0).fit(X, y, w)
+    >>> x.predict(X[:2]).shape
+    (2,)
+    """
+
+    _nuisance_for_fit = frozenset({"mu", "e"})
+    _nuisance_for_oof = frozenset({"mu", "e"})
+
+    def __init__(
+        self,
+        *,
+        outcome_model: Any = None,
+        propensity_model: Any = None,
+        effect_model: Any = None,
+        nuisance: Nuisance | None = None,
+        control: Any = None,
+        n_folds: int = 5,
+        propensity_clip: float | tuple[float, float] = 0.01,
+        n_jobs: int | None = None,
+        random_state: int | None = None,
+    ) -> None:
+        self.outcome_model = outcome_model
+        self.propensity_model = propensity_model
+        self.effect_model = effect_model
+        self.nuisance = nuisance
+        self.control = control
+        self.n_folds = n_folds
+        self.propensity_clip = propensity_clip
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _blend_weight(self, e: np.ndarray) -> np.ndarray:
+        """g = e_k / (e_k + e_c) per treated variant: (n, K-1)."""
+        e = self._clip(e)
+        c = self._control_code
+        ek = e[:, self._treated_codes]
+        return ek / (ek + e[:, [c]])
+
+    def _fit_final(
+        self, data: Data, nuis: Nuisance | None, folds: np.ndarray, honest: bool
+    ) -> np.ndarray | None:
+        assert nuis is not None
+        mu = nuis.oof_["mu"]
+        Y = data.target_matrix()
+        c = self._control_code
+        rows_c = np.flatnonzero(data.w == c)
+        specs, keys = [], []
+        for k in self._treated_codes:
+            rows_k = np.flatnonzero(data.w == k)
+            for d in range(data.out_dim):
+                d1 = Y[:, d] - mu[:, c, d]  # read on rows of k
+                d0 = mu[:, k, d] - Y[:, d]  # read on rows of c
+                specs.append((rows_c, d0, data.sample_weight))
+                keys.append((k, 0, d))
+                specs.append((rows_k, d1, data.sample_weight))
+                keys.append((k, 1, d))
+        models, oofs = self._fit_effects(data, specs, folds, honest)
+        self.effect_models_ = dict(zip(keys, models, strict=True))
+        if not honest:
+            return None
+        assert oofs is not None
+        preds = dict(zip(keys, oofs, strict=True))
+        return self._combine(preds, self._blend_weight(nuis.oof_["e"]), data.n)
+
+    def _combine(self, preds: dict[Any, np.ndarray], g: np.ndarray, n: int) -> np.ndarray:
+        tau = np.empty((n, len(self._treated_codes), self._out_dim))
+        for j, k in enumerate(self._treated_codes):
+            for d in range(self._out_dim):
+                tau[:, j, d] = g[:, j] * preds[(k, 0, d)] + (1 - g[:, j]) * preds[(k, 1, d)]
+        return tau
+
+    def _predict_tau(self, Xa: np.ndarray) -> np.ndarray:
+        keys = list(self.effect_models_)
+        out = self._predict_effects([self.effect_models_[k] for k in keys], Xa)
+        g = self._blend_weight(self.nuisance_.e_predict(Xa))
+        return self._combine(dict(zip(keys, out, strict=True)), g, Xa.shape[0])
+
+    def predict_outcomes(self, X: Any) -> np.ndarray:
+        """Conditional mean outcome of every variant from the outcome models."""
+        check_is_fitted(self, "variants_")
+        Xa, _ = encode_features(X, self.schema_)
+        mu = self.nuisance_.mu_predict(Xa)
+        return mu[..., 0] if mu.shape[2] == 1 else mu

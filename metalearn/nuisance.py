@@ -1,0 +1,547 @@
+"""The cross-fitted nuisance stage, a first-class object shared between learners.
+
+Notation: variants ``0..K-1`` (codes into ``variants_``), outcome dimension
+``D`` (1 for regression and binary outcomes, the number of classes for
+multi-class outcomes). The nuisance functions are
+
+* ``mu_k(x) = E[Y | X=x, W=k]``, one outcome model per variant;
+* ``e_k(x) = P(W=k | X=x)``, one multi-class propensity model (or known
+  propensities from a randomized design);
+* ``m_{ck}(x) = E[Y | X=x, W in {c, k}]``, the R-learner's marginal outcome
+  model on the rows of a control/treatment pair.
+
+Each is cross-fitted on the same folds: the model of fold ``f`` is trained on
+the rows outside fold ``f`` and predicts the rows inside it, so that every
+training row gets an out-of-fold prediction from a model that never saw it.
+New rows are predicted by the mean of the fold models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, is_classifier
+from sklearn.utils.validation import check_is_fitted
+
+from metalearn._crossfit import (
+    Task,
+    accepts_categorical,
+    accepts_sample_weight,
+    make_folds,
+    n_workers,
+    predict_models,
+    prepare_estimator,
+    run_tasks,
+    task_seed,
+)
+from metalearn._frames import FrameSchema, encode_features
+from metalearn._validation import (
+    check_classifier,
+    check_finite_X,
+    check_propensity,
+    check_sample_weight,
+    encode_outcome,
+    encode_treatment,
+)
+
+__all__ = ["Nuisance", "Data", "prepare_data", "default_regressor", "default_classifier"]
+
+
+def default_regressor() -> Any:
+    from lightgbm import LGBMRegressor
+
+    return LGBMRegressor(verbose=-1)
+
+
+def default_classifier() -> Any:
+    from lightgbm import LGBMClassifier
+
+    return LGBMClassifier(verbose=-1)
+
+
+@dataclass
+class Data:
+    """The training data once, converted: what every stage reads."""
+
+    X: np.ndarray
+    schema: FrameSchema
+    y: np.ndarray
+    classes: np.ndarray | None
+    w: np.ndarray
+    variants: np.ndarray
+    sample_weight: np.ndarray | None
+    propensity: np.ndarray | None
+    fingerprint: str
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def n_variants(self) -> int:
+        return len(self.variants)
+
+    @property
+    def out_dim(self) -> int:
+        if self.classes is None or len(self.classes) == 2:
+            return 1
+        return len(self.classes)
+
+    def target_matrix(self) -> np.ndarray:
+        """``Y`` as an (n, D) float array: the outcome, or class indicators."""
+        if self.classes is None:
+            return self.y[:, None]
+        if len(self.classes) == 2:
+            return (self.y == 1).astype(np.float64)[:, None]
+        return (self.y[:, None] == np.arange(len(self.classes))[None, :]).astype(np.float64)
+
+
+def _fingerprint(X: np.ndarray, *arrays: np.ndarray | None) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.asarray(X.shape, dtype=np.int64).tobytes())
+    step = max(1, X.shape[0] // 2000)
+    h.update(np.ascontiguousarray(X[::step]).tobytes())
+    for a in arrays:
+        h.update(b"|" if a is None else np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def prepare_data(
+    X: Any,
+    y: Any,
+    w: Any,
+    *,
+    classification: bool,
+    sample_weight: Any = None,
+    propensity: Any = None,
+) -> Data:
+    """Convert and check the user's ``X, y, w`` once."""
+    if X is None:
+        raise ValueError("`X` is required.")
+    Xa, schema = encode_features(X)
+    n = Xa.shape[0]
+    if n < 2:
+        raise ValueError(
+            f"Found array with {n} sample(s) (shape={Xa.shape}) while a minimum of 2 is "
+            "required: `X` needs n_samples = 2 or more rows."
+        )
+    if Xa.shape[1] == 0:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={Xa.shape}) while a minimum of 1 is required."
+        )
+    treatment = encode_treatment(w, n)
+    yv, classes = encode_outcome(y, n, classification=classification)
+    sw = check_sample_weight(sample_weight, n)
+    p = None
+    if propensity is not None:
+        p = check_propensity(propensity, n, treatment.n_variants)
+    fp = _fingerprint(Xa, yv, treatment.codes, sw, p)
+    return Data(
+        X=Xa,
+        schema=schema,
+        y=yv,
+        classes=classes,
+        w=treatment.codes,
+        variants=treatment.variants,
+        sample_weight=sw,
+        propensity=p,
+        fingerprint=fp,
+    )
+
+
+def align_proba(proba: np.ndarray, model_classes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Put ``predict_proba`` columns in the global class order (missing -> 0)."""
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.shape[1] == n_classes and np.array_equal(model_classes, np.arange(n_classes)):
+        return proba
+    out = np.zeros((proba.shape[0], n_classes))
+    out[:, np.asarray(model_classes, dtype=np.intp)] = proba
+    return out
+
+
+def outcome_columns(pred: np.ndarray, model: Any, classes: np.ndarray | None) -> np.ndarray:
+    """Model output -> (n, D): regression value, P(class 1), or class probabilities."""
+    if classes is None:
+        return np.asarray(pred, dtype=np.float64).reshape(-1, 1)
+    proba = align_proba(pred, model.classes_, len(classes))
+    return proba[:, [1]] if len(classes) == 2 else proba
+
+
+class Nuisance(BaseEstimator):
+    """Cross-fitted outcome and propensity models, shareable between learners.
+
+    Fit it once and pass it as ``nuisance=`` to :class:`TLearner`,
+    :class:`XLearner`, :class:`RLearner` or :class:`DRLearner`: they reuse its
+    fitted models and out-of-fold predictions and fit no nuisance model again
+    (models a learner needs that are not fitted yet, such as the R-learner's
+    marginal outcome models, are fitted once and kept here for the next one).
+
+    A fitted ``Nuisance`` is not copied by :func:`sklearn.base.clone`: cloning a
+    learner that holds one keeps sharing it. An unfitted one clones normally.
+
+    Parameters
+    ----------
+    outcome_model : estimator, default=None
+        Regressor (continuous outcome) or classifier (categorical outcome),
+        cloned for each variant and fold. ``None`` means
+        ``LGBMRegressor(verbose=-1)``.
+    propensity_model : classifier, default=None
+        Classifier of the variant given the features (``predict_proba``).
+        ``None`` means ``LGBMClassifier(verbose=-1)``. Not used when known
+        propensities are passed to ``fit``.
+    n_folds : int, default=5
+        Number of cross-fitting folds, stratified by variant (and class).
+    n_jobs : int, default=None
+        Joblib workers for the flat batch of fits (``-1``: all cores).
+    random_state : int, default=None
+        Seeds the folds and every base model whose ``random_state`` is unset.
+
+    Attributes
+    ----------
+    variants_ : ndarray
+        Sorted treatment variants seen at fit.
+    classes_ : ndarray or None
+        Outcome classes for a classifier outcome model.
+    folds_ : ndarray of shape (n_samples,)
+        Fold of each training row.
+    oof_outcomes_ : ndarray of shape (n_samples, n_variants, D)
+        Out-of-fold ``mu_k(x)`` for every training row and variant.
+    oof_propensity_ : ndarray of shape (n_samples, n_variants)
+        Out-of-fold propensities (or the known ones).
+    n_model_fits_ : int
+        Number of base-model fits performed so far.
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> from sklearn.linear_model import LinearRegression, LogisticRegression
+    >>> X, w, y, tau, e, *_ = ml.datasets.simulate_nie_wager("B", n=500, seed=0)
+    >>> nuis = ml.Nuisance(outcome_model=LinearRegression(),
+    ...                    propensity_model=LogisticRegression(), n_folds=3,
+    ...                    random_state=0).fit(X, y, w)
+    >>> fits = nuis.n_model_fits_
+    >>> dr = ml.DRLearner(nuisance=nuis, effect_model=LinearRegression()).fit(X, y, w)
+    >>> nuis.n_model_fits_ == fits
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        outcome_model: Any = None,
+        propensity_model: Any = None,
+        n_folds: int = 5,
+        n_jobs: int | None = None,
+        random_state: int | None = None,
+    ) -> None:
+        self.outcome_model = outcome_model
+        self.propensity_model = propensity_model
+        self.n_folds = n_folds
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def __sklearn_clone__(self) -> Any:
+        if hasattr(self, "fingerprint_"):
+            return self
+        return super().__sklearn_clone__()
+
+    # ------------------------------------------------------------------ public
+    def fit(
+        self, X: Any, y: Any, w: Any, *, sample_weight: Any = None, propensity: Any = None
+    ) -> Nuisance:
+        """Cross-fit the outcome model per variant and the propensity model.
+
+        Parameters
+        ----------
+        X : frame or array of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        w : array-like of shape (n_samples,)
+            Treatment variant of each row (ints, strings or categories).
+        sample_weight : array-like of shape (n_samples,), optional
+        propensity : float or array-like, optional
+            Known propensities (randomized designs) instead of a propensity
+            model: a scalar P(treated) for two variants, one probability per
+            variant, or an array of shape (n_samples, n_variants).
+
+        Returns
+        -------
+        self : Nuisance
+        """
+        for attr in ("fingerprint_", "models_", "oof_"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+        data = prepare_data(
+            X,
+            y,
+            w,
+            classification=self.is_classification,
+            sample_weight=sample_weight,
+            propensity=propensity,
+        )
+        self.ensure(data, {"mu", "e"})
+        return self
+
+    @property
+    def is_classification(self) -> bool:
+        return is_classifier(self._outcome_template())
+
+    @property
+    def oof_outcomes_(self) -> np.ndarray:
+        check_is_fitted(self, "fingerprint_")
+        return self._oof_mu()
+
+    @property
+    def oof_propensity_(self) -> np.ndarray:
+        check_is_fitted(self, "fingerprint_")
+        return self.oof_["e"]
+
+    def predict_outcomes(self, X: Any) -> np.ndarray:
+        """Mean over folds of ``mu_k(x)``: array (n, n_variants[, n_classes])."""
+        check_is_fitted(self, "fingerprint_")
+        Xa, _ = encode_features(X, self.schema_)
+        mu = self.mu_predict(Xa)
+        return mu[..., 0] if mu.shape[2] == 1 else mu
+
+    def predict_propensity(self, X: Any) -> np.ndarray:
+        """Mean over folds of ``P(W=k | x)``: array (n, n_variants)."""
+        check_is_fitted(self, "fingerprint_")
+        Xa, _ = encode_features(X, self.schema_)
+        return self.e_predict(Xa)
+
+    # ---------------------------------------------------------------- internal
+    def _outcome_template(self) -> Any:
+        return default_regressor() if self.outcome_model is None else self.outcome_model
+
+    def _propensity_template(self) -> Any:
+        return default_classifier() if self.propensity_model is None else self.propensity_model
+
+    def has(self, kind: str) -> bool:
+        return hasattr(self, "models_") and kind in self.models_
+
+    def ensure(self, data: Data, kinds: set[str]) -> None:
+        """Fit the nuisance kinds in ``kinds`` not fitted yet, in one flat batch.
+
+        Kinds: ``"mu"`` (cross-fitted outcome models per variant),
+        ``"mu_full"`` (one outcome model per variant on all its rows, used only
+        for out-of-sample prediction), ``"e"`` (propensity), ``"m:c:k"`` (the
+        marginal outcome model on variants ``c`` and ``k``).
+        """
+        if hasattr(self, "fingerprint_"):
+            if data.fingerprint != self.fingerprint_:
+                raise ValueError(
+                    "This fitted `nuisance` was fitted on different data (X, y, w, "
+                    "sample_weight or propensity differ). A shared Nuisance must be fitted "
+                    "on exactly the data the learner is fitted on; pass an unfitted one to "
+                    "refit."
+                )
+        else:
+            self._start(data)
+        todo = sorted(k for k in kinds if k not in self.models_)
+        if "mu_full" in todo and "mu" in self.models_:
+            todo.remove("mu_full")  # fold models serve out-of-sample prediction
+        if not todo:
+            return
+        if "e" in todo and data.propensity is not None:
+            self.models_["e"] = None
+            self.oof_["e"] = data.propensity
+            todo.remove("e")
+        tasks: list[Task] = []
+        spans: list[tuple[str, int, int]] = []
+        for kind in todo:
+            start = len(tasks)
+            tasks.extend(self._tasks(kind, data))
+            spans.append((kind, start, len(tasks)))
+        results = run_tasks(tasks, data.X, n_jobs=self.n_jobs)
+        self.n_model_fits_ += len(tasks)
+        for kind, a, b in spans:
+            self._collect(kind, data, tasks[a:b], results[a:b])
+
+    def _start(self, data: Data) -> None:
+        if self.is_classification:
+            check_classifier(self._outcome_template(), "outcome_model")
+        check_classifier(self._propensity_template(), "propensity_model")
+        if not isinstance(self.n_folds, int | np.integer) or self.n_folds < 2:
+            raise ValueError(f"`n_folds` must be an integer >= 2; got {self.n_folds!r}.")
+        check_finite_X(
+            data.X,
+            {
+                "outcome_model": self._outcome_template(),
+                "propensity_model": None
+                if data.propensity is not None
+                else self._propensity_template(),
+            },
+        )
+        if data.sample_weight is not None and not accepts_sample_weight(self._outcome_template()):
+            raise TypeError(
+                "`sample_weight` was given but `outcome_model` "
+                f"({type(self._outcome_template()).__name__}) does not accept it in fit."
+            )
+        if data.classes is None:
+            strata, what = data.w, "treatment variant"
+        else:
+            strata, what = data.w * len(data.classes) + data.y, "(variant, outcome class) pair"
+        self.folds_ = make_folds(strata, int(self.n_folds), self.random_state, what=what)
+        self.fingerprint_ = data.fingerprint
+        self.variants_ = data.variants
+        self.classes_ = data.classes
+        self.schema_ = data.schema
+        self.n_features_in_ = data.X.shape[1]
+        self.out_dim_ = data.out_dim
+        self.models_: dict[str, Any] = {}
+        self.oof_: dict[str, np.ndarray] = {}
+        self.n_model_fits_ = 0
+
+    def _fit_params(self, est: Any, data: Data) -> dict[str, Any]:
+        cats = data.schema.categorical_indices
+        if cats and accepts_categorical(est):
+            return {"categorical_feature": cats}
+        return {}
+
+    def _tasks(self, kind: str, data: Data) -> list[Task]:
+        workers = n_workers(self.n_jobs)
+        sw = data.sample_weight
+        folds = self.folds_
+        tasks = []
+        if kind in ("mu", "mu_full") or kind.startswith("m:"):
+            template = self._outcome_template()
+            method = "predict_proba" if data.classes is not None else "predict"
+            if kind.startswith("m:"):
+                _, c, k = kind.split(":")
+                groups = [np.isin(data.w, [int(c), int(k)])]
+            else:
+                groups = [data.w == k for k in range(data.n_variants)]
+            for gi, mask in enumerate(groups):
+                fold_range = [None] if kind == "mu_full" else range(int(self.n_folds))
+                for f in fold_range:
+                    train_mask = mask if f is None else mask & (folds != f)
+                    train = np.flatnonzero(train_mask)
+                    pred = (
+                        None
+                        if f is None
+                        else np.flatnonzero(
+                            (folds == f) & (mask if kind.startswith("m:") else True)
+                        )
+                    )
+                    seed = _task_seed(self.random_state, kind, gi, -1 if f is None else f)
+                    est = prepare_estimator(template, n_workers=workers, seed=seed)
+                    tasks.append(
+                        Task(
+                            estimator=est,
+                            train=train,
+                            target=data.y[train],
+                            sample_weight=None if sw is None else sw[train],
+                            predict_rows=pred,
+                            method=method,
+                            fit_params=self._fit_params(est, data),
+                        )
+                    )
+        elif kind == "e":
+            template = self._propensity_template()
+            for f in range(int(self.n_folds)):
+                train = np.flatnonzero(folds != f)
+                seed = _task_seed(self.random_state, kind, 0, f)
+                est = prepare_estimator(template, n_workers=workers, seed=seed)
+                tasks.append(
+                    Task(
+                        estimator=est,
+                        train=train,
+                        target=data.w[train],
+                        sample_weight=(
+                            None if sw is None or not accepts_sample_weight(est) else sw[train]
+                        ),
+                        predict_rows=np.flatnonzero(folds == f),
+                        method="predict_proba",
+                        fit_params=self._fit_params(est, data),
+                    )
+                )
+        else:  # pragma: no cover - internal misuse
+            raise ValueError(f"unknown nuisance kind {kind!r}")
+        return tasks
+
+    def _to_outcome(self, pred: np.ndarray, model: Any) -> np.ndarray:
+        return outcome_columns(pred, model, self.classes_)
+
+    def _collect(self, kind: str, data: Data, tasks: list[Task], results: list[Any]) -> None:
+        n, K, D = data.n, data.n_variants, data.out_dim
+        models = [r[0] for r in results]
+        if kind == "mu_full":
+            self.models_[kind] = models
+            return
+        nf = int(self.n_folds)
+        if kind == "e":
+            oof = np.empty((n, K))
+            for t, (m, preds) in zip(tasks, results, strict=True):
+                oof[t.predict_rows] = align_proba(preds[0], m.classes_, K)  # type: ignore[index]
+            self.models_[kind] = models
+            self.oof_[kind] = oof
+            return
+        if kind == "mu":
+            oof = np.empty((n, K, D))
+            for i, (t, (m, preds)) in enumerate(zip(tasks, results, strict=True)):
+                oof[t.predict_rows, i // nf, :] = self._to_outcome(preds[0], m)  # type: ignore[index]
+            self.models_[kind] = [models[k * nf : (k + 1) * nf] for k in range(K)]
+            self.oof_[kind] = oof
+            return
+        oof = np.full((n, D), np.nan)
+        for t, (m, preds) in zip(tasks, results, strict=True):
+            oof[t.predict_rows] = self._to_outcome(preds[0], m)  # type: ignore[index]
+        self.models_[kind] = models
+        self.oof_[kind] = oof
+
+    def _oof_mu(self) -> np.ndarray:
+        if "mu" not in self.oof_:
+            raise AttributeError("Out-of-fold outcomes need the cross-fitted outcome models.")
+        return self.oof_["mu"]
+
+    def _mean_predict(self, models: list[Any], Xa: np.ndarray, method: str) -> np.ndarray:
+        preds = predict_models([(m, method, None) for m in models], Xa, n_jobs=self.n_jobs)
+        return np.mean([self._to_outcome(p, m) for p, m in zip(preds, models, strict=True)], 0)
+
+    def mu_predict(self, Xa: np.ndarray) -> np.ndarray:
+        """(n, K, D) outcome predictions on new rows (fold mean, or full-data models)."""
+        method = "predict_proba" if self.classes_ is not None else "predict"
+        if "mu" in self.models_:
+            per_variant = self.models_["mu"]
+        else:
+            per_variant = [[m] for m in self.models_["mu_full"]]
+        flat = [m for ms in per_variant for m in ms]
+        preds = predict_models([(m, method, None) for m in flat], Xa, n_jobs=self.n_jobs)
+        out = []
+        i = 0
+        for ms in per_variant:
+            chunk = [self._to_outcome(preds[i + j], ms[j]) for j in range(len(ms))]
+            out.append(np.mean(chunk, axis=0))
+            i += len(ms)
+        return np.stack(out, axis=1)
+
+    def e_predict(self, Xa: np.ndarray) -> np.ndarray:
+        """(n, K) propensities on new rows (fold mean, or the known constant)."""
+        models = self.models_.get("e")
+        if models is None:
+            known = self.oof_["e"]
+            if np.allclose(known, known[0]):
+                return np.broadcast_to(known[0], (Xa.shape[0], known.shape[1])).copy()
+            raise ValueError(
+                "Propensities were given per row at fit, so they are unknown for new rows: "
+                "pass `propensity=` for the new rows too."
+            )
+        K = len(self.variants_)
+        preds = predict_models([(m, "predict_proba", None) for m in models], Xa, n_jobs=self.n_jobs)
+        return np.mean(
+            [align_proba(p, m.classes_, K) for p, m in zip(preds, models, strict=True)], axis=0
+        )
+
+
+_KIND_IDS = {"mu": 1, "mu_full": 2, "e": 3}
+
+
+def _task_seed(random_state: Any, kind: str, group: int, fold: int) -> int | None:
+    """A seed that depends only on the task's identity, not on batch composition."""
+    kind_id = _KIND_IDS.get(kind)
+    if kind_id is None:  # "m:c:k"
+        _, c, k = kind.split(":")
+        kind_id = 100 + 37 * int(c) + int(k)
+    return task_seed(random_state, kind_id, group, fold + 1)
