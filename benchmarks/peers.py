@@ -21,7 +21,9 @@
 #     threads   int, LightGBM n_jobs (and BLAS / OpenMP / joblib caps)
 #     seed      int, random_state of every model and fold splitter
 #     propensity  optional, causalml only: "oof" (default) or "native", see
-#                 _causalml_propensity below
+#                 _run_causalml below
+#     metalearners_s_encoding  optional, "onehot" (default) or "categorical",
+#                 see _run_metalearners below
 #
 # Output: exactly one JSON line on stdout.  Success:
 #     {"library", "learner", "pehe", "ate_hat", "fit_predict_s",
@@ -255,6 +257,17 @@ def _run_metalearners(learner, X, w, y, X_test, threads, seed, job):
     Every learner, S and T included, cross-fits all its base models with
     n_folds=N_FOLDS and additionally fits an "overall" model on all rows;
     predict(is_oos=True) uses those overall models (oos_method="overall").
+
+    S-learner quirk: for a model it believes handles categoricals (any
+    LGBMRegressor), metalearners 0.13 appends the treatment as a pandas
+    categorical built from the *strings* "0"/"1" and then calls
+    set_categories([0, 1]) with ints, so the column is all NaN and the
+    S-learner predicts tau_hat == 0 everywhere.  By default
+    (job "metalearners_s_encoding": "onehot") the base model is an
+    LGBMRegressor behind a thin wrapper that metalearners does not recognise,
+    which sends it down its one-hot path (treatment appended as a 0/1
+    column, as econml and causalml do).  "categorical" keeps the broken
+    native path.
     """
     import metalearners
     from lightgbm import LGBMClassifier, LGBMRegressor
@@ -270,10 +283,20 @@ def _run_metalearners(learner, X, w, y, X_test, threads, seed, job):
         raise _Unsupported(f"metalearners has no {learner}-learner")
     cls = classes[learner]
     params = _lgbm_params(threads, seed)
+    nuisance_factory = LGBMRegressor
+    if learner == "S":
+        encoding = job.get("metalearners_s_encoding", "onehot")
+        if encoding == "onehot":
+            nuisance_factory = _one_hot_lgbm_regressor_class()
+        elif encoding != "categorical":
+            raise ValueError(
+                "metalearners_s_encoding must be 'onehot' or 'categorical', "
+                f"got {encoding!r}"
+            )
     kwargs = {
         "is_classification": False,
         "n_variants": 2,
-        "nuisance_model_factory": LGBMRegressor,
+        "nuisance_model_factory": nuisance_factory,
         "nuisance_model_params": params,
         "n_folds": N_FOLDS,
         "random_state": seed,
@@ -290,6 +313,44 @@ def _run_metalearners(learner, X, w, y, X_test, threads, seed, job):
     est.fit(X, y, w)
     # Regression output has shape (n, n_variants - 1, 1).
     return est.predict(X_test, is_oos=True)
+
+
+def _one_hot_lgbm_regressor_class():
+    """An LGBMRegressor that metalearners' supports_categoricals() misses.
+
+    Deliberately not an LGBMRegressor subclass (that check is an isinstance
+    test): a minimal scikit-learn regressor holding one, so the S-learner
+    one-hot encodes the treatment.  Built lazily so sklearn is imported
+    only after the thread limits are set.
+    """
+    from lightgbm import LGBMRegressor
+    from sklearn.base import BaseEstimator, RegressorMixin
+
+    class OneHotLGBMRegressor(RegressorMixin, BaseEstimator):
+        def __init__(
+            self,
+            n_estimators=100,
+            learning_rate=0.1,
+            num_leaves=31,
+            n_jobs=1,
+            verbose=-1,
+            random_state=None,
+        ):
+            self.n_estimators = n_estimators
+            self.learning_rate = learning_rate
+            self.num_leaves = num_leaves
+            self.n_jobs = n_jobs
+            self.verbose = verbose
+            self.random_state = random_state
+
+        def fit(self, X, y, **fit_params):
+            self.model_ = LGBMRegressor(**self.get_params()).fit(X, y, **fit_params)
+            return self
+
+        def predict(self, X):
+            return self.model_.predict(X)
+
+    return OneHotLGBMRegressor
 
 
 class _Unsupported(Exception):
@@ -402,6 +463,8 @@ def run(job):
     )
     if library == "causalml" and learner in ("X", "R", "DR"):
         out["propensity"] = job.get("propensity", "oof")
+    if library == "metalearners" and learner == "S":
+        out["metalearners_s_encoding"] = job.get("metalearners_s_encoding", "onehot")
     return out
 
 
