@@ -40,8 +40,9 @@ def run_demo(n: int = 10_000, n_test: int = 5_000, seed: int = 0, n_jobs: int = 
     Xtr, Xte = train.to_frame(), test.to_frame()
 
     # Scoring nuisance on the test set: cross-fitted m(x), known propensity.
-    scorer = ml.Nuisance(outcome_model=_lgbm("reg", 200), n_folds=5, random_state=seed,
-                         n_jobs=n_jobs)
+    scorer = ml.Nuisance(
+        outcome_model=_lgbm("reg", 200), n_folds=5, random_state=seed, n_jobs=n_jobs
+    )
     m_hat = _marginal_outcome(scorer, Xte, test.y, test.w, test.propensity)
 
     learners = {
@@ -65,8 +66,9 @@ def run_demo(n: int = 10_000, n_test: int = 5_000, seed: int = 0, n_jobs: int = 
                 "pehe": float(np.sqrt(np.mean((tau_hat - test.tau) ** 2))),
                 "ate": float(tau_hat.mean()),
                 "true_ate": true_ate,
-                "r_loss": r_loss(test.y, test.w, tau_hat, outcome=m_hat,
-                                 propensity=test.propensity),
+                "r_loss": r_loss(
+                    test.y, test.w, tau_hat, outcome=m_hat, propensity=test.propensity
+                ),
                 "fit_s": elapsed,
             }
         )

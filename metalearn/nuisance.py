@@ -526,7 +526,7 @@ class Nuisance(BaseEstimator):
                 return np.broadcast_to(known[0], (Xa.shape[0], known.shape[1])).copy()
             raise ValueError(
                 "Propensities were given per row at fit, so they are unknown for new rows: "
-                "pass `propensity=` for the new rows too."
+                "pass `propensity=` for the new rows to `predict` too."
             )
         K = len(self.variants_)
         preds = predict_models([(m, "predict_proba", None) for m in models], Xa, n_jobs=self.n_jobs)

@@ -66,11 +66,21 @@ def r_loss(
     >>> r_loss([1.0, 3.0], [0, 1], [2.0, 2.0], outcome=[2.0, 2.0], propensity=[0.5, 0.5])
     0.0
     """
-    arrays = [_as_float(v, n) for v, n in ((y, "y"), (treated, "treated"), (tau, "tau"),
-                                            (outcome, "outcome"), (propensity, "propensity"))]
+    arrays = [
+        _as_float(v, n)
+        for v, n in (
+            (y, "y"),
+            (treated, "treated"),
+            (tau, "tau"),
+            (outcome, "outcome"),
+            (propensity, "propensity"),
+        )
+    ]
     y_, t_, tau_, m_, p_ = arrays
     if len({len(a) for a in arrays}) != 1:
-        raise ValueError("`y`, `treated`, `tau`, `outcome` and `propensity` must have equal length.")
+        raise ValueError(
+            "`y`, `treated`, `tau`, `outcome` and `propensity` must have equal length."
+        )
     resid = (y_ - m_) - tau_ * (t_ - p_)
     return float(np.average(resid**2, weights=sample_weight))
 

@@ -9,6 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from metalearn._base import MetaLearner
 from metalearn._frames import encode_features
+from metalearn._validation import check_propensity
 from metalearn.nuisance import Data, Nuisance
 
 __all__ = ["XLearner"]
@@ -147,10 +148,34 @@ class XLearner(MetaLearner):
                 tau[:, j, d] = g[:, j] * preds[(k, 0, d)] + (1 - g[:, j]) * preds[(k, 1, d)]
         return tau
 
-    def _predict_tau(self, Xa: np.ndarray) -> np.ndarray:
+    def predict(self, X: Any, *, propensity: Any = None) -> np.ndarray:
+        """Estimate the CATE for new rows.
+
+        Parameters
+        ----------
+        X : frame or array-like of shape (n_samples, n_features)
+        propensity : float or array-like, optional
+            Known propensities of the new rows (as in ``fit``). Needed only
+            when per-row propensities were given at fit instead of a
+            propensity model; otherwise the fitted propensity models are used.
+
+        Returns
+        -------
+        tau : ndarray of shape (n_samples,) or (n_samples, n_variants - 1)
+        """
+        check_is_fitted(self, "variants_")
+        Xa, _ = encode_features(X, self.schema_)
+        return self._shape(self._predict_tau(Xa, propensity=propensity))
+
+    def _predict_tau(self, Xa: np.ndarray, propensity: Any = None) -> np.ndarray:
         keys = list(self.effect_models_)
         out = self._predict_effects([self.effect_models_[k] for k in keys], Xa)
-        g = self._blend_weight(self.nuisance_.e_predict(Xa))
+        given = propensity
+        if given is not None:
+            e = check_propensity(given, Xa.shape[0], len(self.variants_))
+        else:
+            e = self.nuisance_.e_predict(Xa)
+        g = self._blend_weight(e)
         return self._combine(dict(zip(keys, out, strict=True)), g, Xa.shape[0])
 
     def predict_outcomes(self, X: Any) -> np.ndarray:
