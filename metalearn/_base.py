@@ -18,6 +18,7 @@ trailing class axis for multi-class outcomes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -211,6 +212,9 @@ class MetaLearner(BaseEstimator):
                 )
         effect = getattr(self, "effect_model", None)
         check_regressor(effect, "effect_model")
+        stage = getattr(self, "final_stage", "crossfit")
+        if stage not in ("crossfit", "full"):
+            raise ValueError(f'`final_stage` must be "crossfit" or "full"; got {stage!r}.')
 
     def _prepare(self, X: Any, y: Any, w: Any, sample_weight: Any, propensity: Any) -> Data:
         return prepare_data(
@@ -256,7 +260,7 @@ class MetaLearner(BaseEstimator):
         self._control_code = ci
         self._treated_codes = [k for k in range(data.n_variants) if k != ci]
         self.classes_ = data.classes
-        self.schema_ = data.schema
+        self.schema_ = replace(data.schema, owner=type(self).__name__)
         self.n_features_in_ = data.X.shape[1]
         if data.schema.feature_names is not None:
             self.feature_names_in_ = np.asarray(data.schema.feature_names, dtype=object)
@@ -267,6 +271,18 @@ class MetaLearner(BaseEstimator):
         nuis: Nuisance | None = None
         if self._uses_nuisance:
             nuis = self._make_nuisance()
+            if hasattr(self, "effect_model"):
+                # Check NaN support of the final stage too, before any model is fitted.
+                check_finite_X(
+                    data.X,
+                    {
+                        "outcome_model": nuis._outcome_template(),
+                        "propensity_model": None
+                        if data.propensity is not None
+                        else nuis._propensity_template(),
+                        "effect_model": self._effect_template(),
+                    },
+                )
             kinds = set(self._nuisance_for_oof if honest else self._nuisance_for_fit)
             kinds = {k.replace("{c}", str(ci)) for k in kinds}
             kinds = self._expand_kinds(kinds, data)
@@ -309,6 +325,10 @@ class MetaLearner(BaseEstimator):
         lo, hi = _clip_bounds(getattr(self, "propensity_clip", None))
         return np.clip(e, lo, hi)
 
+    def _crossfit_final(self, honest: bool) -> bool:
+        """Whether the final stage is fitted per fold (always for ``fit_predict``)."""
+        return honest or getattr(self, "final_stage", "crossfit") == "crossfit"
+
     def _predict_internal(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "variants_")
         Xa, _ = encode_features(X, self.schema_)
@@ -320,14 +340,14 @@ class MetaLearner(BaseEstimator):
         data: Data,
         specs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
         folds: np.ndarray,
-        honest: bool,
+        crossfit: bool,
         *,
         require_weight: bool = False,
     ) -> tuple[list[list[Any]], list[np.ndarray] | None]:
         """Fit one effect model per spec ``(rows, target, weight)``.
 
         ``target`` and ``weight`` are full-length arrays (read at ``rows``).
-        Not honest: one model per spec on its rows. Honest: one model per spec
+        Without ``crossfit``: one model per spec on its rows. With it: one model per spec
         and fold on its rows outside the fold, predicting every row of the
         fold; returns the out-of-fold predictions (n,) per spec too.
         """
@@ -351,7 +371,7 @@ class MetaLearner(BaseEstimator):
         n_folds = int(folds.max()) + 1
         tasks: list[Task] = []
         for s, (rows, target, weight) in enumerate(specs):
-            for f in range(n_folds) if honest else [None]:
+            for f in range(n_folds) if crossfit else [None]:
                 train = rows if f is None else rows[folds[rows] != f]
                 est = prepare_estimator(
                     template,
@@ -374,9 +394,9 @@ class MetaLearner(BaseEstimator):
                 )
         results = run_tasks(tasks, data.X, n_jobs=self.n_jobs)
         self.n_model_fits_ += len(tasks)
-        per = n_folds if honest else 1
+        per = n_folds if crossfit else 1
         models = [[r[0] for r in results[i * per : (i + 1) * per]] for i in range(len(specs))]
-        if not honest:
+        if not crossfit:
             return models, None
         oofs = []
         for i in range(len(specs)):

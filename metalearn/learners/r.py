@@ -45,6 +45,12 @@ class RLearner(MetaLearner):
         Cross-fitting folds.
     propensity_clip : float or (float, float), default=0.01
         Clipping of the pair propensity.
+    final_stage : {"crossfit", "full"}, default="crossfit"
+        ``"crossfit"``: each final-stage model is fitted once per fold (on the
+        rows outside it) and new rows get the mean of the fold models, which
+        averages away part of the pseudo-outcomes' noise. ``"full"``: one
+        final-stage model per effect, fitted on all rows (cheaper).
+        ``fit_predict`` always cross-fits, to give out-of-fold estimates.
     n_jobs : int, default=None
         Joblib workers.
     random_state : int, default=None
@@ -88,6 +94,7 @@ class RLearner(MetaLearner):
         control: Any = None,
         n_folds: int = 5,
         propensity_clip: float | tuple[float, float] = 0.01,
+        final_stage: str = "crossfit",
         n_jobs: int | None = None,
         random_state: int | None = None,
     ) -> None:
@@ -98,6 +105,7 @@ class RLearner(MetaLearner):
         self.control = control
         self.n_folds = n_folds
         self.propensity_clip = propensity_clip
+        self.final_stage = final_stage
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -132,7 +140,9 @@ class RLearner(MetaLearner):
                 pseudo[rows] = y_res[rows, d] / safe_t
                 specs.append((rows, pseudo, weight))
                 keys.append((k, d))
-        models, oofs = self._fit_effects(data, specs, folds, honest, require_weight=True)
+        models, oofs = self._fit_effects(
+            data, specs, folds, self._crossfit_final(honest), require_weight=True
+        )
         self.effect_models_ = dict(zip(keys, models, strict=True))
         if not honest:
             return None

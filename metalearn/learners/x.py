@@ -52,6 +52,12 @@ class XLearner(MetaLearner):
         Cross-fitting folds.
     propensity_clip : float or (float, float), default=0.01
         Propensities are clipped to ``[clip, 1 - clip]`` (or the given pair).
+    final_stage : {"crossfit", "full"}, default="crossfit"
+        ``"crossfit"``: each final-stage model is fitted once per fold (on the
+        rows outside it) and new rows get the mean of the fold models, which
+        averages away part of the pseudo-outcomes' noise. ``"full"``: one
+        final-stage model per effect, fitted on all rows (cheaper).
+        ``fit_predict`` always cross-fits, to give out-of-fold estimates.
     n_jobs : int, default=None
         Joblib workers.
     random_state : int, default=None
@@ -95,6 +101,7 @@ class XLearner(MetaLearner):
         control: Any = None,
         n_folds: int = 5,
         propensity_clip: float | tuple[float, float] = 0.01,
+        final_stage: str = "crossfit",
         n_jobs: int | None = None,
         random_state: int | None = None,
     ) -> None:
@@ -105,6 +112,7 @@ class XLearner(MetaLearner):
         self.control = control
         self.n_folds = n_folds
         self.propensity_clip = propensity_clip
+        self.final_stage = final_stage
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -133,7 +141,7 @@ class XLearner(MetaLearner):
                 keys.append((k, 0, d))
                 specs.append((rows_k, d1, data.sample_weight))
                 keys.append((k, 1, d))
-        models, oofs = self._fit_effects(data, specs, folds, honest)
+        models, oofs = self._fit_effects(data, specs, folds, self._crossfit_final(honest))
         self.effect_models_ = dict(zip(keys, models, strict=True))
         if not honest:
             return None
