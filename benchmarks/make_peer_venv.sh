@@ -59,7 +59,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
     "$python" -m venv "$venv" || { echo "ERROR: python -m venv failed" >&2; exit 1; }
 fi
 vpy="$venv/bin/python"
-pip=("$vpy" -m pip install --disable-pip-version-check --prefer-binary)
+pip=("$vpy" -m pip install --disable-pip-version-check --prefer-binary --progress-bar off)
 
 "$vpy" -m pip install --disable-pip-version-check -q --upgrade pip wheel \
     || warn "could not upgrade pip; continuing with $("$vpy" -m pip --version)"

@@ -40,12 +40,15 @@ class FrameSchema:
         Column position -> sorted array of the categories seen at fit.
     backend : object or None
         The narwhals implementation of the input frame (``None`` for numpy).
+    owner : str or None
+        Name of the estimator that holds the schema, used in error messages.
     """
 
     n_features: int
     feature_names: tuple[str, ...] | None
     categories: dict[int, np.ndarray] = field(default_factory=dict)
     backend: Any = None
+    owner: str | None = None
 
     @property
     def categorical_indices(self) -> list[int]:
@@ -144,19 +147,22 @@ def encode_features(
             try:
                 arr = arr.astype(np.float64)
             except (TypeError, ValueError) as exc:
-                raise ValueError(
+                # Keep the exception type numpy raised (TypeError for e.g. dicts), as
+                # scikit-learn's own validation does.
+                raise type(exc)(
                     f"`{name}` must be numeric or a dataframe with categorical columns; "
                     f"got a numpy array of dtype object that cannot be cast to float ({exc})."
                 ) from exc
         if arr.ndim != 2:
             raise ValueError(
                 f"`{name}` must be 2-dimensional (n_samples, n_features); got an array of "
-                f"shape {arr.shape}. Reshape a single feature with `X.reshape(-1, 1)`."
+                f"shape {arr.shape}. Reshape your data with `X.reshape(-1, 1)` for a single "
+                "feature or `X.reshape(1, -1)` for a single sample."
             )
         if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
             raise ValueError(f"`{name}` must be numeric; got an array of dtype {arr.dtype}.")
         if np.iscomplexobj(arr):
-            raise ValueError(f"`{name}` must be real-valued; complex data is not supported.")
+            raise ValueError(f"`{name}` must be real-valued: Complex data not supported.")
         arr = np.ascontiguousarray(arr, dtype=np.float64)
         if schema is None:
             schema = FrameSchema(n_features=arr.shape[1], feature_names=None)
@@ -241,9 +247,10 @@ def _obj_float(values: np.ndarray) -> np.ndarray:
 
 def _check_width(width: int, schema: FrameSchema, name: str) -> None:
     if width != schema.n_features:
+        owner = schema.owner or "the fitted model"
         raise ValueError(
-            f"`{name}` has {width} features, but the learner was fitted with "
-            f"{schema.n_features} features."
+            f"{name} has {width} features, but {owner} is expecting {schema.n_features} "
+            "features as input."
         )
 
 

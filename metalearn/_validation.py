@@ -79,7 +79,7 @@ def encode_treatment(
         variants, codes = np.unique(arr, return_inverse=True)
         if len(variants) < 2:
             raise ValueError(
-                f"`{name}` holds a single variant ({variants[0]!r}); estimating an effect "
+                f"`{name}` holds a single variant ({variants.tolist()[0]!r}); estimating an effect "
                 "needs at least two (a control and a treatment)."
             )
         return Treatment(codes=codes.astype(np.intp), variants=variants)
@@ -115,7 +115,10 @@ def control_index(variants: np.ndarray, control: Any) -> int:
 def encode_outcome(y: Any, n_samples: int, *, classification: bool, classes: Any = None):
     """Check ``y``. Regression: float array. Classification: codes into ``classes``."""
     if y is None:
-        raise ValueError("`y` (the outcome) is required.")
+        raise ValueError(
+            "`y` (the outcome) is required: this learner requires y to be passed, but the "
+            "target y is None."
+        )
     arr = to_1d_array(y, name="y")
     if len(arr) != n_samples:
         raise ValueError(
@@ -145,7 +148,7 @@ def encode_outcome(y: Any, n_samples: int, *, classification: bool, classes: Any
         classes, codes = np.unique(arr, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(
-                f"`y` holds a single class ({classes[0]!r}); a classifier outcome model "
+                f"`y` holds a single class ({classes.tolist()[0]!r}); a classifier outcome model "
                 "needs at least two classes."
             )
         return codes.astype(np.intp), classes
