@@ -13,9 +13,10 @@ Thread rule
 With one joblib worker, base models keep their own thread settings (LightGBM
 then uses every core itself). With several workers, every base model whose
 thread parameter (``n_jobs``, ``num_threads``, ``nthread`` or
-``thread_count``) is left at its default gets ``max(1, cpu_count // workers)``
-threads, so that workers x threads does not exceed the number of cores. A
-thread count set explicitly by the user is never changed.
+``thread_count``) is left at its default or asks for every core (``None``,
+``-1`` or ``0``) gets ``max(1, cpu_count // workers)`` threads, so that
+workers x threads does not exceed the number of cores. A positive thread
+count set by the user is never changed.
 """
 
 from __future__ import annotations
