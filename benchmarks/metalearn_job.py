@@ -56,8 +56,14 @@ TimedClassifier = _timed(LGBMClassifier)
 
 
 def base_params(seed: int, lgbm_threads: int | None) -> dict:
-    return dict(n_estimators=100, learning_rate=0.1, num_leaves=31, verbose=-1,
-                random_state=seed, n_jobs=lgbm_threads)
+    return dict(
+        n_estimators=100,
+        learning_rate=0.1,
+        num_leaves=31,
+        verbose=-1,
+        random_state=seed,
+        n_jobs=lgbm_threads,
+    )
 
 
 def main() -> None:
@@ -79,8 +85,9 @@ def main() -> None:
         learner = ml.TLearner(outcome_model=reg, **common)
     else:
         cls = {"X": ml.XLearner, "R": ml.RLearner, "DR": ml.DRLearner}[kind]
-        learner = cls(outcome_model=reg, propensity_model=clf, effect_model=TimedRegressor(**p),
-                      **common)
+        learner = cls(
+            outcome_model=reg, propensity_model=clf, effect_model=TimedRegressor(**p), **common
+        )
     X, w, y = train["X"], train["w"], train["y"]
     t0 = time.perf_counter()
     learner.fit(X, y, w)

@@ -39,6 +39,7 @@
 #     verbose=-1, random_state=seed
 # and cross-fitting uses 5 folds wherever the peer cross-fits at all.
 
+import contextlib
 import json
 import os
 import sys
@@ -290,8 +291,7 @@ def _run_metalearners(learner, X, w, y, X_test, threads, seed, job):
             nuisance_factory = _one_hot_lgbm_regressor_class()
         elif encoding != "categorical":
             raise ValueError(
-                "metalearners_s_encoding must be 'onehot' or 'categorical', "
-                f"got {encoding!r}"
+                f"metalearners_s_encoding must be 'onehot' or 'categorical', got {encoding!r}"
             )
     kwargs = {
         "is_classification": False,
@@ -454,8 +454,8 @@ def run(job):
             "peak_rss_mb": peak_mb,
             "rss_before_fit_mb": rss_before_mb,
             "peak_rss_children_mb": peak_children_mb,
-            "n_train": int(len(y)),
-            "n_test": int(len(tau)),
+            "n_train": len(y),
+            "n_test": len(tau),
             "threads": threads,
             "seed": seed,
             "ok": True,
@@ -476,10 +476,8 @@ def main(argv):
     except Exception as exc:  # malformed command line / job file
         print(json.dumps({"ok": False, "error": f"bad job: {exc}"}))
         return 2
-    try:
+    with contextlib.suppress(TypeError, ValueError):
         _limit_threads(max(1, int(job.get("threads", 1))))
-    except (TypeError, ValueError):
-        pass
 
     # Keep stdout clean: libraries (and LightGBM's C++ logger) may print, so
     # point fd 1 at stderr while we work and write the result to the saved fd.

@@ -14,7 +14,8 @@ Accuracy at n=10,000, one thread per job, three seeds::
 
 Speed at n=100,000 with all cores::
 
-    python benchmarks/run.py --n 100000 --sims A --seeds 0 --threads 2 --out benchmarks/out/speed.jsonl
+    python benchmarks/run.py --n 100000 --sims A --seeds 0 --threads 2 \
+        --out benchmarks/out/speed.jsonl
 """
 
 from __future__ import annotations
@@ -88,19 +89,36 @@ def main() -> None:
                     np.savez(te, X=test.X, tau=test.tau)
                     for learner in args.learners:
                         for lib in args.libraries:
-                            job = {"learner": learner, "train": str(tr), "test": str(te),
-                                   "threads": args.threads, "seed": seed}
+                            job = {
+                                "learner": learner,
+                                "train": str(tr),
+                                "test": str(te),
+                                "threads": args.threads,
+                                "seed": seed,
+                            }
                             res = run_job(lib, job, args.timeout)
-                            rec = {"sim": sim, "n": n, "p": train.X.shape[1], "seed": seed,
-                                   "threads": args.threads, "library": lib,
-                                   "learner": learner, **res}
+                            rec = {
+                                "sim": sim,
+                                "n": n,
+                                "p": train.X.shape[1],
+                                "seed": seed,
+                                "threads": args.threads,
+                                "library": lib,
+                                "learner": learner,
+                                **res,
+                            }
                             sink.write(json.dumps(rec) + "\n")
                             sink.flush()
-                            status = (f"pehe={res.get('pehe', float('nan')):.3f} "
-                                      f"t={res.get('fit_predict_s', float('nan')):.1f}s"
-                                      if res.get("ok") else f"FAILED {res.get('error', '')[:80]}")
-                            print(f"{sim} n={n} seed={seed} {learner:>2} {lib:<12} {status}",
-                                  flush=True)
+                            status = (
+                                f"pehe={res.get('pehe', float('nan')):.3f} "
+                                f"t={res.get('fit_predict_s', float('nan')):.1f}s"
+                                if res.get("ok")
+                                else f"FAILED {res.get('error', '')[:80]}"
+                            )
+                            print(
+                                f"{sim} n={n} seed={seed} {learner:>2} {lib:<12} {status}",
+                                flush=True,
+                            )
 
 
 if __name__ == "__main__":
