@@ -55,6 +55,9 @@ class MetaLearner(BaseEstimator):
     # Metadata routing: ``w`` (and known propensities) are requested by default
     # so that a Pipeline / GridSearchCV with routing enabled passes them on.
     __metadata_request__fit: ClassVar[dict[str, bool]] = {"w": True, "propensity": True}
+    # ``score`` needs the treatment too; requested by default so that
+    # ``Pipeline.score`` and model searches route it (see ``score``).
+    __metadata_request__score: ClassVar[dict[str, bool]] = {"w": True, "propensity": True}
 
     _nuisance_for_fit: frozenset[str] = frozenset()
     _nuisance_for_oof: frozenset[str] = frozenset()
@@ -142,13 +145,18 @@ class MetaLearner(BaseEstimator):
 
         The frame has the type of ``X`` (pandas or Polars); numpy input gives
         a Polars frame. Multi-class outcomes get one column per class:
-        ``tau_<variant>_vs_<control>_<class>``.
+        ``tau_<variant>_vs_<control>_<class>``. A pandas frame keeps the row
+        index of ``X``, so that it joins back onto ``X``.
         """
         tau = self._predict_internal(X)
-        return to_native_frame(
+        out = to_native_frame(
             dict(zip(self._effect_names(), self._columns(tau), strict=True)),
             native_backend(X),
         )
+        index = getattr(X, "index", None)
+        if index is not None and type(out).__module__.startswith("pandas"):
+            out.index = index
+        return out
 
     def ate(self, X: Any = None, *, level: float = 0.95) -> Any:
         """Average effect of each treated variant against the control.
@@ -175,6 +183,95 @@ class MetaLearner(BaseEstimator):
             )
         est = tau.mean(axis=0)
         return self._effects(est, np.full_like(est, np.nan), "plug-in", tau.shape[0], level)
+
+    def explainer(self, **kwargs: Any) -> Any:
+        """SHAP explainer of the fitted CATE: ``learner.explainer()(X)``.
+
+        Parameters
+        ----------
+        **kwargs
+            Options of :class:`metalearn.explain.Explainer` (``method``,
+            ``feature_perturbation``, ``background``, ...).
+
+        Returns
+        -------
+        metalearn.explain.Explainer
+            Called on rows ``X``, it returns a ``shap.Explanation`` per effect.
+        """
+        from metalearn.explain import Explainer
+
+        return Explainer(self, **kwargs)
+
+    def evaluate(
+        self,
+        X: Any,
+        y: Any,
+        w: Any = None,
+        *,
+        nuisance: Any = None,
+        propensity: Any = None,
+        sample_weight: Any = None,
+        metric: Any = None,
+    ) -> Any:
+        """Losses on evaluation data: base models, R-loss, DR-loss, constant baseline.
+
+        Delegates to :func:`metalearn.scoring.evaluate`, which documents the
+        parameters; pass the same ``nuisance`` (a
+        :class:`~metalearn.scoring.ScoringNuisance`) to compare learners on
+        one yardstick.
+
+        Returns
+        -------
+        metalearn.scoring.Evaluation
+            ``losses`` and ``nuisance_losses`` frames and a flat ``scores`` dict.
+
+        Examples
+        --------
+        >>> import metalearn as ml
+        >>> from sklearn.linear_model import LinearRegression
+        >>> sim = ml.datasets.simulate_nie_wager("B", n=1000, seed=0)
+        >>> s = ml.SLearner(outcome_model=LinearRegression()).fit(sim.X, sim.y, sim.w)
+        >>> ev = s.evaluate(sim.X, sim.y, sim.w, propensity=0.5, nuisance=ml.Nuisance(
+        ...     outcome_model=LinearRegression(), n_folds=2, random_state=0))
+        >>> ev.losses["loss"].to_list()
+        ['r_loss', 'dr_loss', 'plugin']
+        """
+        from metalearn.scoring import evaluate
+
+        return evaluate(
+            self,
+            X,
+            y,
+            w,
+            nuisance=nuisance,
+            propensity=propensity,
+            sample_weight=sample_weight,
+            metric=metric,
+        )
+
+    def score(
+        self, X: Any, y: Any, w: Any = None, *, sample_weight: Any = None, propensity: Any = None
+    ) -> float:
+        """Minus the R-loss of the predicted effects on ``(X, y, w)``; greater is better.
+
+        The R-loss (Nie and Wager 2021) is computed against scoring nuisances
+        cross-fitted on these rows with a fixed default (LightGBM, up to 5
+        folds, ``random_state=0``; see
+        :func:`metalearn.scoring.fit_scoring_nuisance`), the same for every
+        learner and setting, and cached per data set. ``w`` and
+        ``propensity`` are requested for metadata routing, so a Pipeline or
+        a model search with routing enabled passes them on. Use
+        :func:`metalearn.scoring.make_cate_scorer` for another loss or
+        yardstick.
+
+        Returns
+        -------
+        float
+            Minus the mean R-loss over the treated variants.
+        """
+        from metalearn.scoring import score_learner
+
+        return score_learner(self, X, y, w, propensity=propensity, sample_weight=sample_weight)
 
     # ----------------------------------------------------------- shared logic
     @property

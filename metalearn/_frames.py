@@ -178,7 +178,10 @@ def encode_features(
                 )
         return arr, schema
 
-    columns = [str(c) for c in df.columns]
+    # Column names are handled as strings; ``original`` maps them back to the
+    # frame's own labels (pandas allows ints and other objects as labels).
+    original = {str(c): c for c in df.columns}
+    columns = list(original)
     if schema is not None and schema.feature_names is not None:
         missing = [c for c in schema.feature_names if c not in columns]
         if missing:
@@ -190,8 +193,7 @@ def encode_features(
         if extra:
             raise ValueError(f"`{name}` has columns not seen at fit: {extra}. Drop them or refit.")
         if columns != list(schema.feature_names):
-            # Reordered columns: select them back into the fitted order.
-            df = df.select(list(schema.feature_names))
+            # Reordered columns: read them in the fitted order.
             columns = list(schema.feature_names)
     elif schema is not None:
         _check_width(len(columns), schema, name)
@@ -201,8 +203,8 @@ def encode_features(
     categories: dict[int, np.ndarray] = {}
     dtypes = df.schema
     for j, col in enumerate(columns):
-        dtype = dtypes[col]
-        series = df.get_column(col)
+        dtype = dtypes[original[col]]
+        series = df.get_column(original[col])
         is_cat = (
             dtype == nw.Categorical
             or isinstance(dtype, nw.Enum)

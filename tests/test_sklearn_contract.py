@@ -42,6 +42,9 @@ class _SuppliesTreatment:
         w = _alternating_w(X) if w is None else w
         return super().fit_predict(X, y, w, **kw)  # type: ignore[misc]
 
+    def score(self, X: Any, y: Any, w: Any = None, **kw: Any) -> Any:
+        return super().score(X, y, _alternating_w(X) if w is None else w, **kw)  # type: ignore[misc]
+
 
 class CheckedSLearner(_SuppliesTreatment, SLearner):
     pass
