@@ -57,7 +57,7 @@ def table(rows: list[dict], field: str, fmt: str, title: str) -> list[str]:
                     s = format(v, fmt)
                     cells.append(f"**{s}**" if v == best else s)
             out.append(f"| {sim} | {n:,} | {learner} | " + " | ".join(cells) + " |")
-    return out + [""]
+    return [*out, ""]
 
 
 def overhead(rows: list[dict]) -> list[str]:
@@ -74,7 +74,7 @@ def overhead(rows: list[dict]) -> list[str]:
     for sim, n in sorted({(s, n) for s, n, _ in groups}):
         cells = [f"{med(groups.get((sim, n, lr), [])):.3f}" for lr in LEARNERS]
         out.append(f"| {sim} | {n:,} | " + " | ".join(cells) + " |")
-    return out + [""]
+    return [*out, ""]
 
 
 def ate_error(rows: list[dict]) -> list[dict]:
