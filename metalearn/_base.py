@@ -335,6 +335,7 @@ class MetaLearner(BaseEstimator):
             outcome_model=self.outcome_model,
             propensity_model=getattr(self, "propensity_model", None),
             n_folds=self.n_folds,
+            outcome_pooling=getattr(self, "outcome_pooling", "per_variant"),
             n_jobs=self.n_jobs,
             random_state=self.random_state,
         )

@@ -194,6 +194,14 @@ class Nuisance(BaseEstimator):
         propensities are passed to ``fit``.
     n_folds : int, default=5
         Number of cross-fitting folds, stratified by variant (and class).
+    outcome_pooling : {"per_variant", "pooled"}, default="per_variant"
+        How ``mu_k`` is modelled. ``"per_variant"``: one outcome model per
+        variant, fitted on that variant's rows. ``"pooled"``: one outcome
+        model per fold on the rows of every variant, with one indicator
+        column per non-first variant appended to the features;
+        ``mu_k(x)`` is its prediction with the indicators set to ``k``. Pooling
+        shares the outcome surface between arms, which helps when effects
+        are small next to the outcome's variation or an arm is small.
     n_jobs : int, default=None
         Joblib workers for the flat batch of fits (``-1``: all cores).
     random_state : int, default=None
@@ -234,12 +242,14 @@ class Nuisance(BaseEstimator):
         outcome_model: Any = None,
         propensity_model: Any = None,
         n_folds: int = 5,
+        outcome_pooling: str = "per_variant",
         n_jobs: int | None = None,
         random_state: int | None = None,
     ) -> None:
         self.outcome_model = outcome_model
         self.propensity_model = propensity_model
         self.n_folds = n_folds
+        self.outcome_pooling = outcome_pooling
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -365,6 +375,11 @@ class Nuisance(BaseEstimator):
         check_classifier(self._propensity_template(), "propensity_model")
         if not isinstance(self.n_folds, int | np.integer) or self.n_folds < 2:
             raise ValueError(f"`n_folds` must be an integer >= 2; got {self.n_folds!r}.")
+        if self.outcome_pooling not in ("per_variant", "pooled"):
+            raise ValueError(
+                '`outcome_pooling` must be "per_variant" or "pooled"; got '
+                f"{self.outcome_pooling!r}."
+            )
         check_finite_X(
             data.X,
             {
@@ -408,9 +423,12 @@ class Nuisance(BaseEstimator):
         if kind in ("mu", "mu_full") or kind.startswith("m:"):
             template = self._outcome_template()
             method = "predict_proba" if data.classes is not None else "predict"
+            pooled = kind in ("mu", "mu_full") and self.outcome_pooling == "pooled"
             if kind.startswith("m:"):
                 _, c, k = kind.split(":")
                 groups = [np.isin(data.w, [int(c), int(k)])]
+            elif pooled:
+                groups = [np.ones(data.n, dtype=bool)]
             else:
                 groups = [data.w == k for k in range(data.n_variants)]
             for gi, mask in enumerate(groups):
@@ -436,6 +454,10 @@ class Nuisance(BaseEstimator):
                             predict_rows=pred,
                             method=method,
                             fit_params=self._fit_params(est, data),
+                            extra_columns=self._indicators(data.w) if pooled else None,
+                            predict_extra=(
+                                self._variant_blocks(data.n) if pooled and pred is not None else []
+                            ),
                         )
                     )
         elif kind == "e":
@@ -461,6 +483,14 @@ class Nuisance(BaseEstimator):
             raise ValueError(f"unknown nuisance kind {kind!r}")
         return tasks
 
+    def _indicators(self, codes: np.ndarray) -> np.ndarray:
+        """Pooled outcome model's treatment columns: one per variant code 1..K-1."""
+        K = len(self.variants_)
+        return (codes[:, None] == np.arange(1, K)[None, :]).astype(np.float64)
+
+    def _variant_blocks(self, n: int) -> list[np.ndarray]:
+        return [self._indicators(np.full(n, k)) for k in range(len(self.variants_))]
+
     def _to_outcome(self, pred: np.ndarray, model: Any) -> np.ndarray:
         return outcome_columns(pred, model, self.classes_)
 
@@ -475,6 +505,14 @@ class Nuisance(BaseEstimator):
             oof = np.empty((n, K))
             for t, (m, preds) in zip(tasks, results, strict=True):
                 oof[t.predict_rows] = align_proba(preds[0], m.classes_, K)  # type: ignore[index]
+            self.models_[kind] = models
+            self.oof_[kind] = oof
+            return
+        if kind == "mu" and self.outcome_pooling == "pooled":
+            oof = np.empty((n, K, D))
+            for t, (m, preds) in zip(tasks, results, strict=True):
+                for k, p in enumerate(preds):  # type: ignore[arg-type]
+                    oof[t.predict_rows, k, :] = self._to_outcome(p, m)
             self.models_[kind] = models
             self.oof_[kind] = oof
             return
@@ -503,6 +541,16 @@ class Nuisance(BaseEstimator):
     def mu_predict(self, Xa: np.ndarray) -> np.ndarray:
         """(n, K, D) outcome predictions on new rows (fold mean, or full-data models)."""
         method = "predict_proba" if self.classes_ is not None else "predict"
+        if self.outcome_pooling == "pooled":
+            models = self.models_["mu"] if "mu" in self.models_ else self.models_["mu_full"]
+            blocks = self._variant_blocks(Xa.shape[0])
+            jobs = [(m, method, b) for m in models for b in blocks]
+            preds = predict_models(jobs, Xa, n_jobs=self.n_jobs)
+            K = len(blocks)
+            mu = np.zeros((Xa.shape[0], K, self.out_dim_))
+            for i, p in enumerate(preds):
+                mu[:, i % K, :] += self._to_outcome(p, models[i // K])
+            return mu / len(models)
         if "mu" in self.models_:
             per_variant = self.models_["mu"]
         else:

@@ -53,6 +53,12 @@ class DRLearner(MetaLearner):
         averages away part of the pseudo-outcomes' noise. ``"full"``: one
         final-stage model per effect, fitted on all rows (cheaper).
         ``fit_predict`` always cross-fits, to give out-of-fold estimates.
+    outcome_pooling : {"per_variant", "pooled"}, default="pooled"
+        One pooled outcome model with treatment indicators as features
+        (default: it shares the outcome surface between arms, which lowers
+        the variance of the imputed effects / pseudo-outcomes), or one
+        outcome model per variant (see :class:`~metalearn.Nuisance`).
+        Ignored when ``nuisance`` is given (the Nuisance's own setting applies).
     n_jobs : int, default=None
         Joblib workers.
     random_state : int, default=None
@@ -102,6 +108,7 @@ class DRLearner(MetaLearner):
         n_folds: int = 5,
         propensity_clip: float | tuple[float, float] = 0.01,
         final_stage: str = "crossfit",
+        outcome_pooling: str = "pooled",
         n_jobs: int | None = None,
         random_state: int | None = None,
     ) -> None:
@@ -113,6 +120,7 @@ class DRLearner(MetaLearner):
         self.n_folds = n_folds
         self.propensity_clip = propensity_clip
         self.final_stage = final_stage
+        self.outcome_pooling = outcome_pooling
         self.n_jobs = n_jobs
         self.random_state = random_state
 
