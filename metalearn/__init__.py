@@ -5,7 +5,7 @@ Polars and numpy, with cross-fitting, several treatment variants,
 regression and classification outcomes, and a shareable nuisance stage.
 """
 
-from metalearn import datasets
+from metalearn import ate, datasets, diagnostics, inference, refute
 from metalearn._results import AverageEffect
 from metalearn.learners import DRLearner, RLearner, SLearner, TLearner, XLearner
 from metalearn.nuisance import Nuisance
@@ -20,5 +20,9 @@ __all__ = [
     "SLearner",
     "TLearner",
     "XLearner",
+    "ate",
     "datasets",
+    "diagnostics",
+    "inference",
+    "refute",
 ]

@@ -6,6 +6,7 @@ conditional mean outcomes ``mu``), for testing and benchmarking CATE
 estimators.
 """
 
+from metalearn.datasets._real import load_rand_hie
 from metalearn.datasets._simulate import (
     Simulation,
     simulate_binary_outcome,
@@ -22,4 +23,5 @@ __all__ = [
     "simulate_multiarm",
     "simulate_binary_outcome",
     "simulate_confounded",
+    "load_rand_hie",
 ]

@@ -1,0 +1,503 @@
+"""Confidence intervals for CATE estimates.
+
+* :func:`bootstrap_cate`: percentile (or normal) bootstrap intervals for the
+  predictions of any learner, the replicates fitted in parallel through
+  joblib with seeds that do not depend on ``n_jobs``;
+* :func:`linear_dr_inference`: for a DR-learner with a linear final stage,
+  heteroskedasticity-robust (sandwich) standard errors of the coefficients
+  of the best linear approximation of the CATE, and pointwise intervals for
+  its predictions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from sklearn.base import clone
+from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import check_is_fitted
+
+from metalearn._causal import frame_backend, take_rows
+from metalearn._crossfit import n_workers, prepare_estimator
+from metalearn._frames import encode_features, to_1d_array, to_native_frame
+from metalearn._validation import encode_treatment
+from metalearn.nuisance import Nuisance, default_classifier, default_regressor
+
+__all__ = ["CATEIntervals", "LinearCATEInference", "bootstrap_cate", "linear_dr_inference"]
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class CATEIntervals:
+    """Pointwise confidence intervals for CATE predictions.
+
+    Arrays have the shape of the learner's ``predict`` output: ``(n,)`` for
+    two variants, ``(n, K-1)`` for more.
+
+    Attributes
+    ----------
+    estimate : ndarray
+        The point estimates (the learner fitted on all rows).
+    std_error : ndarray
+        Standard errors (bootstrap standard deviation, or analytic).
+    ci_low, ci_high : ndarray
+        Interval bounds.
+    level : float
+        Confidence level.
+    method : str
+        How the intervals were computed.
+    names : list of str
+        Effect names ``tau_<variant>_vs_<control>``, one per column.
+    n_boot : int
+        Number of bootstrap replicates (0 for analytic intervals).
+    """
+
+    estimate: np.ndarray
+    std_error: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    level: float
+    method: str
+    names: list[str]
+    n_boot: int
+    backend: Any = None
+
+    def __repr__(self) -> str:
+        width = float(np.mean(self.ci_high - self.ci_low))
+        return (
+            f"CATEIntervals({len(self.estimate)} rows x {len(self.names)} effect(s), "
+            f"{self.level:.0%} intervals by {self.method}, mean width {width:.4g})"
+        )
+
+    def to_frame(self) -> Any:
+        """The intervals as a frame: ``<name>``, ``<name>_se``, ``<name>_low``, ``<name>_high``.
+
+        pandas when the rows were given as pandas, else Polars.
+        """
+        cols: dict[str, np.ndarray] = {}
+        est = self.estimate.reshape(len(self.estimate), -1)
+        parts = [a.reshape(len(a), -1) for a in (self.std_error, self.ci_low, self.ci_high)]
+        for j, name in enumerate(self.names):
+            cols[name] = est[:, j]
+            for suffix, arr in zip(("_se", "_low", "_high"), parts, strict=True):
+                cols[name + suffix] = arr[:, j]
+        return to_native_frame(cols, self.backend)
+
+
+# ------------------------------------------------------------------- bootstrap
+def _replicate_learner(learner: Any, workers: int, seed: int) -> Any:
+    """A fresh copy of ``learner`` for one replicate: refits everything, one thread each."""
+    model = clone(learner)
+    params = model.get_params(deep=False)
+    updates: dict[str, Any] = {}
+    nuis = params.get("nuisance")
+    if nuis is not None:
+        # A shared fitted Nuisance belongs to the original rows: refit it from its settings,
+        # with one worker and capped base-model threads like the learner's own models.
+        nparams = nuis.get_params(deep=False)
+        nparams["n_jobs"] = 1
+        for name, make in (
+            ("outcome_model", default_regressor),
+            ("propensity_model", default_classifier),
+        ):
+            template = nparams[name] if nparams[name] is not None else make()
+            nparams[name] = prepare_estimator(template, n_workers=workers, seed=None)
+        if nparams.get("random_state") is None:
+            nparams["random_state"] = seed
+        updates["nuisance"] = Nuisance(**nparams)
+    defaults = {
+        "outcome_model": default_regressor,
+        "propensity_model": default_classifier,
+        "effect_model": default_regressor,
+    }
+    for name, make in defaults.items():
+        if name in params and (nuis is None or name == "effect_model"):
+            template = params[name] if params[name] is not None else make()
+            updates[name] = prepare_estimator(template, n_workers=workers, seed=None)
+    if "n_jobs" in params:
+        updates["n_jobs"] = 1
+    if "random_state" in params and params["random_state"] is None:
+        updates["random_state"] = seed
+    model.set_params(**updates)
+    return model
+
+
+def _one_replicate(
+    learner: Any, X: Any, y: np.ndarray, w: np.ndarray, X_new: Any, rows: np.ndarray
+) -> np.ndarray:
+    Xb = take_rows(X, rows)
+    learner.fit(Xb, y[rows], w[rows])
+    return np.asarray(learner.predict(X_new), dtype=np.float64)
+
+
+def bootstrap_cate(
+    learner: Any,
+    X: Any,
+    y: Any,
+    w: Any,
+    *,
+    X_new: Any = None,
+    n_boot: int = 200,
+    level: float = 0.95,
+    method: str = "percentile",
+    n_jobs: int | None = None,
+    random_state: int | None = None,
+) -> CATEIntervals:
+    r"""Bootstrap confidence intervals for a learner's CATE predictions.
+
+    The learner is fitted on all rows for the point estimate
+    :math:`\hat\tau(x)`, and on ``n_boot`` bootstrap samples, drawn with
+    replacement within each variant (so every replicate keeps the variant
+    counts), for replicates :math:`\hat\tau^{*}_b(x)`. Intervals are
+
+    * ``"percentile"``: the :math:`\alpha/2` and :math:`1-\alpha/2`
+      quantiles of :math:`\hat\tau^{*}_b(x)` (Efron and Tibshirani 1993);
+    * ``"normal"``: :math:`\hat\tau(x) \pm z_{1-\alpha/2}\,
+      \mathrm{sd}_b(\hat\tau^{*}_b(x))`.
+
+    Replicates are fitted in one joblib batch (``n_jobs``), each with one
+    worker and base-model threads capped as in the learners (see
+    :mod:`metalearn._crossfit`); replicate ``b`` draws its rows and seeds
+    its learner from ``SeedSequence(random_state).spawn`` so results do not
+    depend on ``n_jobs``. A learner holding a fitted
+    :class:`~metalearn.Nuisance` is refitted from that nuisance's settings in
+    each replicate. Duplicated rows may fall in different cross-fitting
+    folds, which makes nuisance predictions of those rows slightly
+    in-sample; intervals reflect the learner's variability, not its bias.
+    A categorical level absent from a replicate raises at prediction when
+    it occurs in ``X_new``.
+
+    Parameters
+    ----------
+    learner : metalearn learner
+        Fitted or not; it is cloned.
+    X, y, w : frame or array-like
+        Training data.
+    X_new : frame or array-like, default=None
+        Rows to predict; ``None`` means ``X``.
+    n_boot : int, default=200
+        Number of bootstrap replicates.
+    level : float, default=0.95
+        Confidence level.
+    method : {"percentile", "normal"}, default="percentile"
+    n_jobs : int, default=None
+        Joblib workers for the replicates.
+    random_state : int, default=None
+        Seeds the resampling and unset learner seeds.
+
+    Returns
+    -------
+    CATEIntervals
+
+    References
+    ----------
+    .. [1] Efron, B. and Tibshirani, R. J. (1993). An Introduction to the
+       Bootstrap. Chapman & Hall, chapters 12-13.
+    .. [2] Kunzel, S. R., Sekhon, J. S., Bickel, P. J. and Yu, B. (2019).
+       Metalearners for estimating heterogeneous treatment effects using
+       machine learning. PNAS 116(10), 4156-4165 (bootstrap intervals for
+       meta-learners).
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> from sklearn.linear_model import LinearRegression
+    >>> sim = ml.datasets.simulate_nie_wager("B", n=500, seed=0)
+    >>> t = ml.TLearner(outcome_model=LinearRegression(), random_state=0)
+    >>> ci = ml.inference.bootstrap_cate(t, sim.X, sim.y, sim.w, X_new=sim.X[:5],
+    ...                                  n_boot=20, random_state=0)
+    >>> ci.ci_low.shape, bool((ci.ci_low <= ci.ci_high).all())
+    ((5,), True)
+    """
+    if not (hasattr(learner, "fit") and hasattr(learner, "predict")):
+        raise TypeError(f"`learner` must be a metalearn learner; got {type(learner).__name__}.")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot < 2:
+        raise ValueError(f"`n_boot` must be an integer >= 2; got {n_boot!r}.")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"`level` must be in (0, 1), e.g. 0.95; got {level!r}.")
+    if method not in ("percentile", "normal"):
+        raise ValueError(f"`method` must be 'percentile' or 'normal'; got {method!r}.")
+    n = encode_features(X)[0].shape[0]
+    y_arr = to_1d_array(y, name="y")
+    w_arr = to_1d_array(w, name="w")
+    codes = encode_treatment(w_arr, n).codes
+    X_pred = X if X_new is None else X_new
+    full = clone(learner)
+    nuis = full.get_params(deep=False).get("nuisance")
+    if nuis is not None and hasattr(nuis, "fingerprint_"):
+        full.set_params(nuisance=Nuisance(**nuis.get_params(deep=False)))
+    full.fit(X, y_arr, w_arr)
+    estimate = np.asarray(full.predict(X_pred), dtype=np.float64)
+    names = list(full._effect_names())
+
+    seeds = np.random.SeedSequence(random_state).spawn(int(n_boot))
+    groups = [np.flatnonzero(codes == k) for k in range(int(codes.max()) + 1)]
+    workers = n_workers(n_jobs)
+    jobs = []
+    for ss in seeds:
+        rng = np.random.default_rng(ss)
+        rows = np.sort(np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups]))
+        seed = int(ss.generate_state(1)[0] % (2**31 - 1))
+        jobs.append((_replicate_learner(learner, workers, seed), rows))
+    if workers == 1:
+        reps = [_one_replicate(m, X, y_arr, w_arr, X_pred, r) for m, r in jobs]
+    else:
+        reps = list(
+            Parallel(n_jobs=n_jobs)(
+                delayed(_one_replicate)(m, X, y_arr, w_arr, X_pred, r) for m, r in jobs
+            )
+        )
+    boot = np.stack(reps)
+    se = boot.std(axis=0, ddof=1)
+    alpha = 1.0 - level
+    if method == "percentile":
+        lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2], axis=0)
+        how = f"percentile bootstrap ({n_boot} replicates)"
+    else:
+        z = stats.norm.ppf(1 - alpha / 2)
+        lo, hi = estimate - z * se, estimate + z * se
+        how = f"normal bootstrap ({n_boot} replicates)"
+    return CATEIntervals(
+        estimate=estimate,
+        std_error=se,
+        ci_low=lo,
+        ci_high=hi,
+        level=level,
+        method=how,
+        names=names,
+        n_boot=int(n_boot),
+        backend=frame_backend(X_pred),
+    )
+
+
+# ------------------------------------------------------------ linear DR stage
+@dataclass(frozen=True, repr=False, eq=False)
+class LinearCATEInference:
+    """Sandwich inference for the linear final stage of a DR-learner.
+
+    Attributes
+    ----------
+    coef : ndarray of shape (n_variants - 1, n_features + 1)
+        Intercept and slopes of the best linear approximation of each
+        variant's CATE.
+    std_error : ndarray of shape (n_variants - 1, n_features + 1)
+        Their heteroskedasticity-robust standard errors.
+    cov : ndarray of shape (n_variants - 1, n_features + 1, n_features + 1)
+        Their covariance matrices.
+    terms : list of str
+        ``"intercept"`` and the feature names.
+    effects : list of str
+        ``tau_<variant>_vs_<control>`` per row of ``coef``.
+    cov_type : str
+        ``"HC0"`` or ``"HC1"``.
+    level : float
+        Confidence level of tables and intervals.
+    n : int
+        Number of training rows.
+    """
+
+    coef: np.ndarray
+    std_error: np.ndarray
+    cov: np.ndarray
+    terms: list[str]
+    effects: list[str]
+    cov_type: str
+    level: float
+    n: int
+    schema: Any = None
+    backend: Any = None
+
+    def __repr__(self) -> str:
+        return (
+            f"LinearCATEInference({len(self.effects)} effect(s) x {len(self.terms)} terms, "
+            f"{self.cov_type} standard errors, n={self.n})"
+        )
+
+    def coef_table(self) -> Any:
+        """Coefficients with standard errors, z statistics, p-values and intervals, as a frame.
+
+        Columns: ``effect``, ``term``, ``estimate``, ``std_error``, ``z``,
+        ``p_value``, ``ci_low``, ``ci_high``; pandas for pandas training
+        input, else Polars.
+        """
+        z_crit = stats.norm.ppf(0.5 + self.level / 2)
+        eff = np.repeat(np.asarray(self.effects, dtype=object), len(self.terms))
+        term = np.tile(np.asarray(self.terms, dtype=object), len(self.effects))
+        est = self.coef.ravel()
+        se = self.std_error.ravel()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = est / se
+        return to_native_frame(
+            {
+                "effect": np.asarray(eff.tolist()),
+                "term": np.asarray(term.tolist()),
+                "estimate": est,
+                "std_error": se,
+                "z": z,
+                "p_value": 2 * stats.norm.sf(np.abs(z)),
+                "ci_low": est - z_crit * se,
+                "ci_high": est + z_crit * se,
+            },
+            self.backend,
+        )
+
+    def predict_interval(self, X: Any) -> CATEIntervals:
+        r"""Pointwise intervals :math:`z^\top\hat\beta \pm z_{1-\alpha/2}\sqrt{z^\top \hat V z}`.
+
+        ``z = (1, x)``; shapes as the learner's ``predict``.
+        """
+        Xa, _ = encode_features(X, self.schema)
+        Z = np.column_stack([np.ones(Xa.shape[0]), Xa])
+        est = Z @ self.coef.T
+        se = np.sqrt(np.einsum("ip,kpq,iq->ik", Z, self.cov, Z))
+        z_crit = stats.norm.ppf(0.5 + self.level / 2)
+        squeeze = est.shape[1] == 1
+        pick = (lambda a: a[:, 0]) if squeeze else (lambda a: a)
+        return CATEIntervals(
+            estimate=pick(est),
+            std_error=pick(se),
+            ci_low=pick(est - z_crit * se),
+            ci_high=pick(est + z_crit * se),
+            level=self.level,
+            method=f"linear DR final stage, {self.cov_type}",
+            names=list(self.effects),
+            n_boot=0,
+            backend=frame_backend(X),
+        )
+
+
+def linear_dr_inference(
+    learner: Any, X: Any, *, cov_type: str = "HC1", level: float = 0.95
+) -> LinearCATEInference:
+    r"""Robust standard errors of a DR-learner's linear final stage.
+
+    The DR-learner regresses its cross-fitted pseudo-outcomes
+    :math:`\varphi_k` on the features. With ``effect_model`` a
+    :class:`~sklearn.linear_model.LinearRegression`, the final stage is the
+    least-squares fit :math:`\hat\beta = (Z^\top Z)^{-1} Z^\top \varphi_k`
+    with :math:`Z = (1, X)`, an estimate of the best linear approximation of
+    the CATE. Because the pseudo-outcomes are orthogonal scores, the error
+    from estimating the nuisances is of second order, and the usual
+    heteroskedasticity-robust covariance
+
+    .. math::
+        \hat V = c\,(Z^\top Z)^{-1} \Big(\sum_i \hat u_i^2 z_i z_i^\top\Big)
+        (Z^\top Z)^{-1}, \qquad \hat u_i = \varphi_{k,i} - z_i^\top\hat\beta,
+
+    (:math:`c = 1` for HC0, :math:`n/(n-p)` for HC1; weighted least squares
+    under ``sample_weight``) gives valid intervals for :math:`\beta` and for
+    :math:`z^\top\beta` (Semenova and Chernozhukov 2021).
+
+    The coefficients are computed here by least squares on the pseudo-outcomes
+    of all training rows. They equal the learner's final model when it was
+    fitted with ``final_stage="full"``; with the default cross-fitted final
+    stage (and after ``fit_predict``) the learner predicts with the mean of
+    fold models, which is asymptotically equivalent but not identical, and the
+    intervals are centred on the full-sample fit.
+
+    Parameters
+    ----------
+    learner : DRLearner
+        Fitted, with ``effect_model=LinearRegression()`` (with intercept);
+        ``final_stage="full"`` makes its predictions those of this fit.
+    X : frame or array-like
+        The training features the learner was fitted on.
+    cov_type : {"HC1", "HC0"}, default="HC1"
+    level : float, default=0.95
+        Confidence level.
+
+    Returns
+    -------
+    LinearCATEInference
+        Coefficients, robust covariance, ``coef_table()`` and
+        ``predict_interval(X_new)``.
+
+    References
+    ----------
+    .. [1] Semenova, V. and Chernozhukov, V. (2021). Debiased machine
+       learning of conditional average treatment effects and other causal
+       functions. Econometrics Journal 24(2), 264-289.
+    .. [2] White, H. (1980). A heteroskedasticity-consistent covariance
+       matrix estimator and a direct test for heteroskedasticity.
+       Econometrica 48(4), 817-838.
+    .. [3] Kennedy, E. H. (2023). Towards optimal doubly robust estimation of
+       heterogeneous causal effects. Electronic Journal of Statistics 17(2),
+       3008-3049.
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> from sklearn.linear_model import LinearRegression, LogisticRegression
+    >>> sim = ml.datasets.simulate_confounded(n=3000, seed=0)
+    >>> dr = ml.DRLearner(outcome_model=LinearRegression(),
+    ...                   propensity_model=LogisticRegression(),
+    ...                   effect_model=LinearRegression(), final_stage="full",
+    ...                   random_state=0).fit(sim.X, sim.y, sim.w)
+    >>> inf = ml.inference.linear_dr_inference(dr, sim.X)
+    >>> table = inf.coef_table()
+    >>> table["term"].to_list()[:2]
+    ['intercept', 'x0']
+    >>> bool(table["ci_low"][1] < 0.5 < table["ci_high"][1])  # slope of x0 is 0.5
+    True
+    """
+    if cov_type not in ("HC0", "HC1"):
+        raise ValueError(f"`cov_type` must be 'HC0' or 'HC1'; got {cov_type!r}.")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"`level` must be in (0, 1), e.g. 0.95; got {level!r}.")
+    if not hasattr(learner, "pseudo_outcomes"):
+        raise TypeError(f"`learner` must be a fitted DRLearner; got {type(learner).__name__}.")
+    check_is_fitted(learner, "pseudo_outcomes_")
+    from sklearn.linear_model import LinearRegression
+
+    template = learner._effect_template()
+    if not isinstance(template, LinearRegression) or not template.fit_intercept:
+        raise TypeError(
+            "Analytic intervals need a linear final stage: fit the DRLearner with "
+            "`effect_model=LinearRegression()` (with intercept); got "
+            f"{type(template).__name__}. Use `bootstrap_cate` for other final stages."
+        )
+    phi = np.asarray(learner.pseudo_outcomes_)
+    if phi.shape[2] != 1:
+        raise ValueError(
+            "Analytic intervals support regression and binary outcomes; this learner has a "
+            f"multi-class outcome ({phi.shape[2]} classes). Use `bootstrap_cate`."
+        )
+    Xa, _ = encode_features(X, learner.schema_)
+    n = phi.shape[0]
+    if Xa.shape[0] != n:
+        raise ValueError(
+            f"`X` has {Xa.shape[0]} rows but the learner was fitted on {n}; pass the training "
+            "features."
+        )
+    Z = np.column_stack([np.ones(n), Xa])
+    p = Z.shape[1]
+    sw = getattr(learner, "_train_weight", None)
+    wt = np.ones(n) if sw is None else np.asarray(sw, dtype=np.float64)
+    Zw = Z * wt[:, None]
+    bread = np.linalg.pinv(Z.T @ Zw)
+    factor = n / (n - p) if cov_type == "HC1" else 1.0
+    coefs, covs = [], []
+    for j in range(phi.shape[1]):
+        target = phi[:, j, 0]
+        beta = bread @ (Zw.T @ target)
+        resid = target - Z @ beta
+        meat = (Zw * resid[:, None] ** 2).T @ (Z * wt[:, None])
+        covs.append(factor * bread @ meat @ bread)
+        coefs.append(beta)
+    coef = np.asarray(coefs)
+    cov = np.asarray(covs)
+    terms = ["intercept", *learner.schema_.output_names()]
+    return LinearCATEInference(
+        coef=coef,
+        std_error=np.sqrt(np.einsum("kpp->kp", cov)),
+        cov=cov,
+        terms=terms,
+        effects=learner._effect_names(),
+        cov_type=cov_type,
+        level=level,
+        n=n,
+        schema=learner.schema_,
+        backend=frame_backend(X),
+    )
