@@ -193,7 +193,7 @@ def learner_rows(
         return [outcome_columns(p, m, classes) for p, m in zip(preds, ms, strict=True)]
 
     m_out = metric["outcome"]
-    if "mu" in models:
+    if nuis is not None and "mu" in models:
         for k in range(data.n_variants):
             rows = np.flatnonzero(data.w == k)
             out.extend(
@@ -202,15 +202,15 @@ def learner_rows(
                     "outcome",
                     labels[k],
                     m_out,
-                    predict(models["mu"][k], rows),
+                    nuis.mu_model_predictions(Xa[rows], k),
                     partial(_outcome_eval, m_out, data, rows),
                     len(rows),
                 )
             )
-    elif "mu_full" in models:  # one model per variant fitted on all its rows
+    elif nuis is not None and "mu_full" in models:  # one model per variant fitted on all its rows
         for k in range(data.n_variants):
             rows = np.flatnonzero(data.w == k)
-            (cols,) = predict([models["mu_full"][k]], rows)
+            (cols,) = nuis.mu_model_predictions(Xa[rows], k)
             value = _outcome_eval(m_out, data, rows, cols)
             out.append(_row("learner", "outcome", labels[k], "all", m_out, value, len(rows)))
     elif hasattr(est, "predict_outcomes"):

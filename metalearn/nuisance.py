@@ -565,6 +565,25 @@ class Nuisance(BaseEstimator):
             i += len(ms)
         return np.stack(out, axis=1)
 
+    def mu_model_predictions(self, Xa: np.ndarray, k: int) -> list[np.ndarray]:
+        """``mu_k`` on ``Xa`` from each fitted outcome model separately: (n, D) arrays.
+
+        One array per fold model when the outcome models are cross-fitted,
+        else one from the full-data model; pooled or per-variant alike.
+        """
+        method = "predict_proba" if self.classes_ is not None else "predict"
+        kind = "mu" if "mu" in self.models_ else "mu_full"
+        if self.outcome_pooling == "pooled":
+            models = self.models_[kind]
+            block: np.ndarray | None = self._indicators(np.full(Xa.shape[0], k))
+        else:
+            models = self.models_[kind][k] if kind == "mu" else [self.models_[kind][k]]
+            block = None
+        if Xa.shape[0] == 0:
+            return [np.zeros((0, self.out_dim_)) for _ in models]
+        preds = predict_models([(m, method, block) for m in models], Xa, n_jobs=self.n_jobs)
+        return [self._to_outcome(p, m) for p, m in zip(preds, models, strict=True)]
+
     def e_predict(self, Xa: np.ndarray) -> np.ndarray:
         """(n, K) propensities on new rows (fold mean, or the known constant)."""
         models = self.models_.get("e")

@@ -143,7 +143,7 @@ def test_evaluate_every_learner(cls: type, design: dict[str, Any]) -> None:
 
 def test_evaluate_per_fold_rows(design: dict[str, Any]) -> None:
     train, test, sn = design["train"], design["test"], design["sn"]
-    dr = make_learner(ml.DRLearner).fit(train.X, train.y, train.w)
+    dr = make_learner(ml.DRLearner, outcome_pooling="per_variant").fit(train.X, train.y, train.w)
     rows = dr.evaluate(test.X, test.y, test.w, nuisance=sn).nuisance_losses
     outcome = rows.filter((pl.col("source") == "learner") & (pl.col("model") == "outcome"))
     assert outcome["fold"].to_list() == ["0", "1", "mean"] * 2
