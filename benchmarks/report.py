@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/report.py benchmarks/out/acc10k.jsonl [more.jsonl ...]
 
-Prints, per (simulator, n, threads): the median over seeds of PEHE, absolute
+Later files override earlier records of the same job. Prints, per (simulator, n, threads): the median over seeds of PEHE, absolute
 ATE error, wall time and peak memory for each learner and library, and
 metalearn's overhead over its own bare LightGBM fits (single-thread runs).
 """
@@ -21,11 +21,16 @@ LEARNERS = ["S", "T", "X", "R", "DR"]
 
 
 def load(paths: list[str]) -> list[dict]:
-    rows = []
+    """Records of every file; a later record of the same job replaces an earlier one."""
+    rows: dict = {}
     for p in paths:
         with open(p) as fh:
-            rows.extend(json.loads(line) for line in fh if line.strip())
-    return rows
+            for line in fh:
+                if line.strip():
+                    r = json.loads(line)
+                    key = (r["sim"], r["n"], r["seed"], r["threads"], r["library"], r["learner"])
+                    rows[key] = r
+    return list(rows.values())
 
 
 def med(values: list[float]) -> float:
