@@ -6,6 +6,7 @@ conditional mean outcomes ``mu``), for testing and benchmarking CATE
 estimators.
 """
 
+from metalearn.datasets._mindset import load_learning_mindset
 from metalearn.datasets._real import load_rand_hie
 from metalearn.datasets._simulate import (
     Simulation,
@@ -24,4 +25,5 @@ __all__ = [
     "simulate_binary_outcome",
     "simulate_confounded",
     "load_rand_hie",
+    "load_learning_mindset",
 ]
