@@ -4,9 +4,10 @@ Usage::
 
     python benchmarks/report.py benchmarks/out/acc10k.jsonl [more.jsonl ...]
 
-Later files override earlier records of the same job. Prints, per (simulator, n, threads): the median over seeds of PEHE, absolute
-ATE error, wall time and peak memory for each learner and library, and
-metalearn's overhead over its own bare LightGBM fits (single-thread runs).
+Later files override earlier records of the same job. Prints, per (simulator,
+n, threads): the median over seeds of PEHE, absolute ATE error, wall time and
+peak memory for each learner and library, and metalearn's overhead over its
+own bare LightGBM fits (single-thread runs).
 """
 
 from __future__ import annotations
