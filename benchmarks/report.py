@@ -73,8 +73,11 @@ def overhead(rows: list[dict]) -> list[str]:
             groups[(r["sim"], r["n"], r["learner"])].append(r["fit_predict_s"] / r["floor_s"])
     if not groups:
         return []
-    out = ["**metalearn overhead over its bare LightGBM fits and predictions** "
-           "(one thread; wall time / time inside LightGBM; median over seeds)", ""]
+    out = [
+        "**metalearn overhead over its bare LightGBM fits and predictions** "
+        "(one thread; wall time / time inside LightGBM; median over seeds)",
+        "",
+    ]
     out.append("| sim | n | " + " | ".join(LEARNERS) + " |")
     out.append("|---|---|" + "---|" * len(LEARNERS))
     for sim, n in sorted({(s, n) for s, n, _ in groups}):

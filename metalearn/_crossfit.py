@@ -168,7 +168,7 @@ def run_tasks(
         return []
     if n_workers(n_jobs) == 1 or len(tasks) == 1:
         return [_run_one(t, X) for t in tasks]
-    return list(Parallel(n_jobs=n_jobs)(delayed(_run_one)(t, X) for t in tasks))
+    return list(Parallel(n_jobs=n_jobs, prefer="threads")(delayed(_run_one)(t, X) for t in tasks))
 
 
 def _predict_one(model: Any, X: np.ndarray, method: str, extra: np.ndarray | None) -> np.ndarray:
@@ -183,7 +183,9 @@ def predict_models(
     if n_workers(n_jobs) == 1 or len(jobs) == 1:
         return [_predict_one(m, X, meth, e) for m, meth, e in jobs]
     return list(
-        Parallel(n_jobs=n_jobs)(delayed(_predict_one)(m, X, meth, e) for m, meth, e in jobs)
+        Parallel(n_jobs=n_jobs, prefer="threads")(
+            delayed(_predict_one)(m, X, meth, e) for m, meth, e in jobs
+        )
     )
 
 

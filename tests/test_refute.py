@@ -65,7 +65,7 @@ def test_placebo_fails_when_the_real_assignment_leaks_into_the_estimator(conf):
 def test_random_common_cause_fails_for_an_unstable_adjustment(conf):
     # A k-nearest-neighbour propensity cannot ignore an irrelevant feature: its estimate
     # moves (towards the confounded difference in means) when noise is added.
-    knn = partial(ml.ate.ipw, propensity_model=KNeighborsClassifier(n_neighbors=50))
+    knn = partial(ml.ate.ipw, propensity_model=KNeighborsClassifier(n_neighbors=50), random_state=0)
     r = random_common_cause(knn, conf.X, conf.y, conf.w, n_repeats=2, random_state=0)
     assert not r.passed
     assert np.all(r.statistics > r.estimate + r.tolerance)
@@ -74,7 +74,9 @@ def test_random_common_cause_fails_for_an_unstable_adjustment(conf):
 def test_subset_fails_for_an_estimator_that_drifts_with_sample_size(conf):
     # The same k-NN propensity on half the rows has neighbourhoods twice as wide and a
     # larger confounding bias: the estimate drifts.
-    knn = partial(ml.ate.ipw, propensity_model=KNeighborsClassifier(n_neighbors=150))
+    knn = partial(
+        ml.ate.ipw, propensity_model=KNeighborsClassifier(n_neighbors=150), random_state=0
+    )
     s = subset(knn, conf.X, conf.y, conf.w, random_state=0)
     assert not s.passed
 
