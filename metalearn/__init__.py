@@ -9,12 +9,15 @@ from metalearn import ate, datasets, diagnostics, inference, refute
 from metalearn._results import AverageEffect
 from metalearn.learners import DRLearner, RLearner, SLearner, TLearner, XLearner
 from metalearn.nuisance import Nuisance
+from metalearn.tuning import MetaLearnerGridSearch, MetaLearnerOptunaSearch
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AverageEffect",
     "DRLearner",
+    "MetaLearnerGridSearch",
+    "MetaLearnerOptunaSearch",
     "Nuisance",
     "RLearner",
     "SLearner",

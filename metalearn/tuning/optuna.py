@@ -1,0 +1,692 @@
+"""Bayesian tuning of meta-learners with Optuna, staged and resumable.
+
+:class:`MetaLearnerOptunaSearch` runs Optuna studies over a learner's
+settings and scores trials with the CATE losses of :mod:`metalearn.scoring`
+against one shared set of scoring nuisances. By default it tunes in stages:
+
+1. the nuisance models on their own losses (cross-validated RMSE or
+   log-loss of the outcome model, log-loss of the propensity model): they
+   are ordinary supervised problems, tuned fold by fold with pruning;
+2. the final stage (and the choice of learner) on the R-loss or DR-loss,
+   with the tuned nuisance settings frozen, so that every trial reuses one
+   fitted nuisance stage.
+
+Studies live in any Optuna storage: in memory by default, a journal file or
+SQLite for resumable runs, PostgreSQL or MySQL for several machines. With
+``load_if_exists=True`` an interrupted search resumes where it stopped and
+``n_trials`` counts the finished trials of all workers together.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from metalearn._base import MetaLearner
+from metalearn.tuning._evaluate import (
+    Evaluator,
+    check_scoring,
+    make_dataset,
+    score_direction,
+    score_names,
+)
+from metalearn.tuning._params import (
+    LEARNER_KEY,
+    applies,
+    build_candidate,
+    limit_model_threads,
+    limit_threads,
+)
+from metalearn.tuning._report import results_frame, validation_set
+from metalearn.tuning._spaces import (
+    Choices,
+    check_space,
+    default_params,
+    import_optuna,
+    is_nuisance_name,
+    learner_options,
+    lightgbm_space,
+    sample_space,
+)
+from metalearn.tuning._stage import NuisanceStage, outcome_mode
+
+if TYPE_CHECKING:
+    from optuna.study import Study
+    from optuna.trial import FrozenTrial, Trial
+
+__all__ = ["MetaLearnerOptunaSearch"]
+
+_STAGES = ("outcome", "propensity", "final")
+
+
+def _storage(storage: Any) -> Any:
+    """None (memory), a URL, a journal-file path, or any Optuna storage object."""
+    if storage is None or not isinstance(storage, str | os.PathLike):
+        return storage
+    text = os.fspath(storage)
+    if "://" in text:
+        return text
+    optuna = import_optuna()
+    backend = optuna.storages.journal.JournalFileBackend(text)
+    return optuna.storages.JournalStorage(backend)
+
+
+class MetaLearnerOptunaSearch(BaseEstimator):
+    """Optuna tuning of a meta-learner on CATE losses: staged, resumable, distributed.
+
+    Parameters
+    ----------
+    learner : learner, or dict of str to learner
+        The template, or named learners to choose between (a conditional
+        space: the trial picks a name under ``"learner"``).
+    search_space : dict, callable or "lightgbm", default="lightgbm"
+        A dict of ``set_params`` names to Optuna distributions
+        (``FloatDistribution``, ``IntDistribution``,
+        ``CategoricalDistribution`` of plain values). ``"learner"`` with a
+        ``CategoricalDistribution`` of names (learner class names such as
+        ``"DRLearner"``, built from the template's shared settings, or the
+        keys of a ``learner`` dict) makes it conditional: each trial picks a
+        learner, then suggests the names that apply to it. A callable
+        ``space(trial) -> dict`` may suggest anything and return any values
+        (whole models, a ``"learner"`` name or instance). ``"lightgbm"`` is
+        :func:`lightgbm_space` of the learner(s).
+    n_trials : int, default=50
+        Finished (complete or pruned) trials of each study, all workers on
+        the storage together; a resumed study runs only the missing ones.
+    nuisance_trials : int, optional
+        Trials of each nuisance study (default: ``n_trials``).
+    timeout : float, optional
+        Seconds each study may run, per call of :meth:`fit`.
+    scoring : str or list of str, default="r_loss"
+        The score(s) minimised (``_gain`` scores maximised) by the final
+        study; a list makes it multi-objective (e.g. ``["r_loss",
+        "dr_loss"]``). Names as for :class:`MetaLearnerGridSearch`.
+    staged : bool or "auto", default="auto"
+        Tune ``outcome_model__*`` and ``propensity_model__*`` names first on
+        their own cross-validated losses, then the rest with those frozen.
+        ``"auto"``: staged when a dict space holds nuisance names and the
+        learner has a nuisance stage. A callable space cannot be staged.
+    cv : int or None, default=None
+        How final-stage trials are scored without a validation set: ``None``
+        scores the out-of-fold effects of ``fit_predict`` (one fit per
+        trial); an integer k fits on k-1 outer folds and predicts the k-th,
+        reporting after each fold so that a pruner can stop the trial.
+    storage : None, str, path or optuna storage, default=None
+        In memory (``None``), a database URL (``"sqlite:///tune.db"``,
+        ``"postgresql://..."``), a journal file path (``"tune.log"``), or
+        any ``optuna.storages`` object.
+    study_name : str, optional
+        Name of the study in the storage (default ``"metalearn"``); staged
+        searches use ``<name>:outcome``, ``<name>:propensity`` and
+        ``<name>:final``.
+    load_if_exists : bool, default=True
+        Resume (and share) an existing study of that name.
+    sampler : optuna sampler, optional
+        Default: ``TPESampler(seed=random_state)``.
+    pruner : optuna pruner, optional
+        Default: Optuna's (``MedianPruner``). Pruning acts on the fold-by-
+        fold reports of the nuisance stage, and of the final stage with
+        ``cv``; multi-objective studies are not pruned.
+    enqueue_defaults : bool, default=True
+        Run the template's own settings as the first trial of each study
+        (the names of a dict space it can express; nothing for a callable).
+    refit : bool, default=True
+        Refit the best trial's learner on all training rows.
+    scoring_nuisance : Nuisance or ScoringNuisance, optional
+        The yardstick of the final stage, as for
+        :class:`MetaLearnerGridSearch`.
+    propensity_clip : float, default=0.01
+        Clipping of estimated scoring propensities.
+    n_jobs : int, default=1
+        Trials run side by side in threads (Optuna's ``n_jobs``);
+        default-threaded base models then get ``cpu_count // n_jobs``
+        threads. Each trial's own fits follow the learner's ``n_jobs``.
+    show_progress_bar : bool, default=False
+        Optuna's progress bar for each study.
+    random_state : int, optional
+        Seeds the default sampler, the nuisance-stage folds and the outer
+        folds of ``cv``.
+
+    Attributes
+    ----------
+    study_ : optuna.study.Study
+        The final study (for ``optuna.visualization``).
+    studies_ : dict of str to Study
+        Every study run, by stage (``"outcome"``, ``"propensity"``, ``"final"``).
+    nuisance_params_ : dict
+        The nuisance settings frozen for the final stage.
+    best_trial_ : optuna.trial.FrozenTrial
+        The best final trial (multi-objective: the Pareto-optimal trial best
+        on the first score).
+    best_params_ : dict
+        Its settings, frozen nuisance settings included (the learner choice
+        under ``"learner"`` as a name).
+    best_score_ : float or dict of str to float
+        Its ``scoring`` value(s).
+    best_estimator_ : learner
+        The best learner refitted on all training rows (``refit=True``).
+    results_ : frame
+        One row per trial of every study: ``stage``, ``trial``, ``state``,
+        ``learner``, one column per parameter, ``params``, every score,
+        ``fit_time``, ``score_time``, ``nuisance_time``, ``nuisance_fits``,
+        ``final_fits``, ``duration`` and ``worker`` (host:pid).
+    scoring_ : list of str
+        The scores of the final study.
+
+    See Also
+    --------
+    MetaLearnerGridSearch : Exhaustive search with the same scores.
+    lightgbm_space : The LightGBM preset.
+
+    References
+    ----------
+    .. [1] Akiba, T., Sano, S., Yanase, T., Ohta, T. and Koyama, M. (2019).
+       Optuna: a next-generation hyperparameter optimization framework. KDD.
+    .. [2] Nie, X. and Wager, S. (2021). Quasi-oracle estimation of
+       heterogeneous treatment effects. Biometrika 108(2), 299-319.
+    .. [3] Machlanski, D., Samothrakis, S. and Clarke, P. (2023).
+       Hyperparameter tuning and model evaluation in causal effect
+       estimation. arXiv:2303.01412.
+
+    Examples
+    --------
+    >>> import optuna
+    >>> import metalearn as ml
+    >>> from optuna.distributions import CategoricalDistribution, FloatDistribution
+    >>> from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+    >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
+    >>> sim = ml.datasets.simulate_nie_wager("B", n=1000, seed=0)
+    >>> learner = ml.DRLearner(outcome_model=Ridge(), propensity_model=LogisticRegression(),
+    ...                        effect_model=Ridge(), n_folds=3, random_state=0)
+    >>> space = {
+    ...     "learner": CategoricalDistribution(["RLearner", "DRLearner"]),
+    ...     "outcome_model__alpha": FloatDistribution(1e-3, 1e3, log=True),
+    ...     "effect_model__alpha": FloatDistribution(1e-2, 1e4, log=True),
+    ... }
+    >>> search = ml.MetaLearnerOptunaSearch(
+    ...     learner, space, n_trials=6, random_state=0,
+    ...     scoring_nuisance=ml.Nuisance(outcome_model=LinearRegression(),
+    ...                                  propensity_model=LogisticRegression(),
+    ...                                  n_folds=3, random_state=0),
+    ... ).fit(sim.X, sim.y, sim.w)
+    >>> sorted(search.studies_)
+    ['final', 'outcome']
+    >>> sorted(search.best_params_)
+    ['effect_model__alpha', 'learner', 'outcome_model__alpha']
+    >>> search.results_.filter(search.results_["stage"] == "final")["nuisance_fits"].sum() <= 9
+    True
+    """
+
+    def __init__(
+        self,
+        learner: Any,
+        search_space: Any = "lightgbm",
+        *,
+        n_trials: int = 50,
+        nuisance_trials: int | None = None,
+        timeout: float | None = None,
+        scoring: str | list[str] = "r_loss",
+        staged: bool | str = "auto",
+        cv: int | None = None,
+        storage: Any = None,
+        study_name: str | None = None,
+        load_if_exists: bool = True,
+        sampler: Any = None,
+        pruner: Any = None,
+        enqueue_defaults: bool = True,
+        refit: bool = True,
+        scoring_nuisance: Any = None,
+        propensity_clip: float = 0.01,
+        n_jobs: int = 1,
+        show_progress_bar: bool = False,
+        random_state: int | None = None,
+    ) -> None:
+        self.learner = learner
+        self.search_space = search_space
+        self.n_trials = n_trials
+        self.nuisance_trials = nuisance_trials
+        self.timeout = timeout
+        self.scoring = scoring
+        self.staged = staged
+        self.cv = cv
+        self.storage = storage
+        self.study_name = study_name
+        self.load_if_exists = load_if_exists
+        self.sampler = sampler
+        self.pruner = pruner
+        self.enqueue_defaults = enqueue_defaults
+        self.refit = refit
+        self.scoring_nuisance = scoring_nuisance
+        self.propensity_clip = propensity_clip
+        self.n_jobs = n_jobs
+        self.show_progress_bar = show_progress_bar
+        self.random_state = random_state
+
+    # ---------------------------------------------------------------- checks
+    def _check_params(self) -> None:
+        for name in ("n_trials", "nuisance_trials"):
+            value = getattr(self, name)
+            if value is None and name == "nuisance_trials":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+        if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int | np.integer):
+            raise ValueError(f"`n_jobs` must be an integer (-1: all cores); got {self.n_jobs!r}.")
+        if self.staged not in (True, False, "auto"):
+            raise ValueError(f'`staged` must be True, False or "auto"; got {self.staged!r}.')
+
+    def _space(self, choices: Choices) -> Any:
+        space = self.search_space
+        if isinstance(space, str):
+            if space != "lightgbm":
+                raise ValueError(
+                    f'`search_space` must be a dict, a callable or "lightgbm"; got {space!r}.'
+                )
+            targets = choices.named if choices.named is not None else choices.base
+            space = lightgbm_space(targets)
+            if not space:
+                raise ValueError(
+                    '`search_space="lightgbm"` found no LightGBM sub-model in `learner`; give '
+                    "a dict of distributions for its models."
+                )
+            if choices.named is not None and len(choices.named) > 1:
+                from optuna.distributions import CategoricalDistribution
+
+                space = {LEARNER_KEY: CategoricalDistribution(list(choices.named)), **space}
+            return space
+        if callable(space) and not isinstance(space, Mapping):
+            return space
+        space = check_space(space, choices)
+        if choices.named is not None and len(choices.named) > 1 and LEARNER_KEY not in space:
+            from optuna.distributions import CategoricalDistribution
+
+            space = {LEARNER_KEY: CategoricalDistribution(list(choices.named)), **space}
+        return space
+
+    # ---------------------------------------------------------------- studies
+    def _study(self, stage: str, directions: list[str], staged: bool) -> Study:
+        optuna = import_optuna()
+        base = self.study_name or "metalearn"
+        name = f"{base}:{stage}" if staged else base
+        sampler = self.sampler
+        if sampler is None:
+            sampler = optuna.samplers.TPESampler(seed=self.random_state)
+        study = optuna.create_study(
+            storage=self._storage_obj,
+            sampler=sampler,
+            pruner=self.pruner,
+            study_name=name,
+            directions=directions,
+            load_if_exists=bool(self.load_if_exists),
+        )
+        got = [d.name.lower() for d in study.directions]
+        if got != directions:
+            raise ValueError(
+                f"The stored study {name!r} optimises {got} but `scoring` asks for "
+                f"{directions}; use another `study_name`, or the study's own scoring."
+            )
+        study.set_user_attr("metalearn_stage", stage)
+        return study
+
+    def _optimize(
+        self, study: Study, objective: Callable[[Trial], Any], n_trials: int, defaults: Any
+    ) -> None:
+        optuna = import_optuna()
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        done = len(study.get_trials(deepcopy=False, states=states))
+        remaining = int(n_trials) - done
+        if remaining <= 0:
+            return  # a finished study: resuming it runs nothing
+        if self.enqueue_defaults and defaults is not None:
+            study.enqueue_trial(defaults, skip_if_exists=True)
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            timeout=self.timeout,
+            n_jobs=int(self.n_jobs),
+            callbacks=[optuna.study.MaxTrialsCallback(int(n_trials), states=states)],
+            show_progress_bar=bool(self.show_progress_bar),
+        )
+
+    @staticmethod
+    def _reporter(trial: Trial, name: str | None) -> Callable[[Any, int], None] | None:
+        """Report an intermediate value (``value[name]``, or ``value`` itself for ``""``)."""
+        if name is None:
+            return None
+
+        def report(value: Any, step: int) -> None:
+            v = value[name] if name else value
+            if not np.isfinite(v):
+                return
+            trial.report(float(v), step)
+            if trial.should_prune():
+                import optuna
+
+                raise optuna.TrialPruned()
+
+        return report
+
+    # -------------------------------------------------------------------- fit
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        w: Any = None,
+        *,
+        sample_weight: Any = None,
+        propensity: Any = None,
+        X_val: Any = None,
+        y_val: Any = None,
+        w_val: Any = None,
+        sample_weight_val: Any = None,
+        propensity_val: Any = None,
+    ) -> MetaLearnerOptunaSearch:
+        """Run (or resume) the studies, then refit the best learner.
+
+        Parameters are those of :meth:`MetaLearnerGridSearch.fit`: training
+        rows, optional known propensities and weights, and an optional
+        validation set (``X_val``, ``y_val``, ``w_val``) on which final-stage
+        trials are scored (the nuisance stage always cross-validates on the
+        training rows).
+
+        Returns
+        -------
+        self : object
+        """
+        optuna = import_optuna()
+        self._check_params()
+        choices = Choices(self.learner)
+        space = self._space(choices)
+        is_dict = isinstance(space, Mapping)
+        options = (
+            learner_options(space, choices) if is_dict else {choices.default_name(): choices.base}
+        )
+        classification = {bool(lrn._classification) for lrn in options.values()}
+        if len(classification) > 1:
+            raise ValueError(
+                "The learners of the search mix classifier and regressor outcome models; "
+                "their losses are not comparable."
+            )
+        cls_flag = classification.pop()
+        scoring = check_scoring(self.scoring, cls_flag, multi=True)
+        base = choices.base
+        mode = outcome_mode(base)
+        nuisance_names = [n for n in space if is_dict and is_nuisance_name(n)] if is_dict else []
+        staged = self.staged
+        if staged == "auto":
+            staged = bool(is_dict and nuisance_names and mode is not None)
+        elif staged and not is_dict:
+            raise ValueError(
+                "`staged=True` needs a dict `search_space` (nuisance names are told apart by "
+                "their `outcome_model__` / `propensity_model__` prefix); a callable space is "
+                "tuned in one stage: pass `staged=False`."
+            )
+        elif staged and mode is None:
+            raise ValueError(
+                f"`staged=True` but the learner ({type(base).__name__}) has no separate "
+                "nuisance stage to tune first; pass `staged=False`."
+            )
+        self._storage_obj = _storage(self.storage)
+        train = make_dataset(
+            X, y, w, sample_weight=sample_weight, propensity=propensity, classification=cls_flag
+        )
+        val = None
+        if validation_set(X_val, y_val, w_val):
+            val = make_dataset(
+                X_val,
+                y_val,
+                w_val,
+                sample_weight=sample_weight_val,
+                propensity=propensity_val,
+                classification=cls_flag,
+                role="_val",
+            )
+        ev = Evaluator(
+            train,
+            val=val,
+            cv=self.cv,
+            random_state=self.random_state,
+            scoring_nuisance=self.scoring_nuisance,
+            propensity_clip=self.propensity_clip,
+            n_jobs=None,
+            cache_size=16,
+        )
+        applicable = _Applicable(options)
+        self.studies_: dict[str, Study] = {}
+        frozen: dict[str, Any] = {}
+        if staged:
+            assert is_dict and mode is not None
+            frozen = self._nuisance_stages(space, choices, base, mode, train, ev)
+        final_space: Any = space
+        if staged:
+            final_space = {k: v for k, v in space.items() if not is_nuisance_name(k)}
+        directions = [score_direction(s) for s in scoring]
+        study = self._study("final", directions, bool(staged))
+        self.studies_["final"] = study
+        workers = int(self.n_jobs) if int(self.n_jobs) > 0 else (os.cpu_count() or 1)
+        prune_on = scoring[0] if len(scoring) == 1 and self.cv else None
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+
+        def params_of(trial: Any) -> dict[str, Any]:
+            if is_dict and not final_space:
+                return {}
+            return sample_space(trial, final_space, choices, applicable=applicable)
+
+        def build(params: dict[str, Any]) -> MetaLearner:
+            chosen = params.get(LEARNER_KEY, choices.default_name())
+            template = choices.get(chosen)
+            name = chosen if isinstance(chosen, str) else type(chosen).__name__
+            fixed = {k: v for k, v in frozen.items() if applicable(name, k)}
+            rest = {k: v for k, v in params.items() if k != LEARNER_KEY}
+            return build_candidate(template, {**fixed, **rest}, where="search_space")
+
+        def objective(trial: Trial) -> Any:
+            params = params_of(trial)
+            learner = build(params)
+            trial.set_user_attr("learner", type(learner).__name__)
+            trial.set_user_attr("worker", worker)
+            limit_threads(learner, workers)
+            out = ev.run(learner, report=self._reporter(trial, prune_on))
+            trial.set_user_attr("scores", _jsonable(out.scores))
+            for key in ("fit_time", "score_time", "nuisance_time"):
+                trial.set_user_attr(key, float(getattr(out, key)))
+            trial.set_user_attr("nuisance_fits", int(out.nuisance_fits))
+            trial.set_user_attr("final_fits", int(out.final_fits))
+            values = [out.scores[s] for s in scoring]
+            return values if len(values) > 1 else values[0]
+
+        defaults = None
+        n_final = int(self.n_trials)
+        if is_dict:
+            defaults = default_params(final_space, choices) if final_space else {}
+            if not final_space:
+                n_final = 1  # nothing left to tune: one trial scores the tuned nuisances
+        self._optimize(study, objective, n_final, defaults)
+        self.study_ = study
+        self.scoring_ = scoring
+        self.nuisance_params_ = frozen
+        best = _best_trial(study, directions)
+        self.best_trial_ = best
+        replay = params_of(optuna.trial.FixedTrial(best.params, best.number))
+        chosen_learner = replay.get(LEARNER_KEY, choices.default_name())
+        chosen_name = (
+            chosen_learner if isinstance(chosen_learner, str) else type(chosen_learner).__name__
+        )
+        fixed = {k: v for k, v in frozen.items() if applicable(chosen_name, k)}
+        self.best_params_ = {**fixed, **replay}
+        values = best.values
+        self.best_score_ = (
+            float(values[0])
+            if len(scoring) == 1
+            else {s: float(v) for s, v in zip(scoring, values, strict=True)}
+        )
+        if self.refit:
+            start = time.perf_counter()
+            self.best_estimator_ = ev.refit(build(replay))
+            self.refit_time_ = time.perf_counter() - start
+        self.scoring_nuisance_ = ev._sn.get(ev.control_of(build(replay))) if ev._sn else None
+        self.results_ = self._results(cls_flag, X)
+        ev.cache.clear()
+        return self
+
+    def _nuisance_stages(
+        self,
+        space: Mapping[str, Any],
+        choices: Choices,
+        base: MetaLearner,
+        mode: str,
+        train: Any,
+        ev: Evaluator,
+    ) -> dict[str, Any]:
+        """Tune the outcome and propensity models; return their best settings."""
+        frozen: dict[str, Any] = {}
+        n_trials = int(self.nuisance_trials or self.n_trials)
+        workers = int(self.n_jobs) if int(self.n_jobs) > 0 else (os.cpu_count() or 1)
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+        for stage, prefix, kind in (
+            ("outcome", "outcome_model", mode),
+            ("propensity", "propensity_model", "propensity"),
+        ):
+            names = {k: d for k, d in space.items() if k.split("__")[0] == prefix}
+            if not names or not applies(base, next(iter(names))):
+                continue
+            if stage == "propensity" and train.data.propensity is not None:
+                continue  # known propensities: nothing to tune
+            nstage = NuisanceStage(
+                train.data,
+                kind,
+                control=base.control,
+                n_folds=base.n_folds,
+                random_state=self.random_state if self.random_state is not None else 0,
+                metrics=ev.metrics,
+                n_jobs=base.n_jobs,
+            )
+            metric = ev.metrics["propensity" if stage == "propensity" else "outcome"][0]
+            score = f"{'marginal' if kind == 'marginal' else stage}_{metric}"
+            direction = score_direction(score)
+            study = self._study(stage, [direction], True)
+            self.studies_[stage] = study
+
+            def objective(
+                trial: Trial,
+                names: Any = names,
+                nstage: Any = nstage,
+                prefix: str = prefix,
+                score: str = score,
+            ) -> float:
+                params = {k: _suggest(trial, k, d) for k, d in names.items()}
+                built = build_candidate(base, params, where="search_space")
+                model = limit_model_threads(built.get_params(deep=False)[prefix], workers)
+                trial.set_user_attr("worker", worker)
+                trial.set_user_attr("learner", type(base).__name__)
+                start = time.perf_counter()
+                loss = nstage.loss(model, report=self._reporter(trial, ""))
+                trial.set_user_attr("scores", _jsonable({score: loss}))
+                trial.set_user_attr("fit_time", time.perf_counter() - start)
+                return loss
+
+            defaults = default_params(names, choices, list(names)) if names else None
+            self._optimize(study, objective, n_trials, defaults)
+            frozen.update(_best_trial(study, [direction]).params)
+        return frozen
+
+    def _results(self, classification: bool, X: Any) -> Any:
+        records = []
+        param_names: list[str] = []
+        cols = score_names(classification)
+        for stage in _STAGES:
+            study = self.studies_.get(stage)
+            if study is None:
+                continue
+            for t in study.get_trials(deepcopy=False):
+                attrs = t.user_attrs
+                scores = attrs.get("scores", {})
+                params = {k: v for k, v in t.params.items() if k != LEARNER_KEY}
+                param_names.extend(k for k in params if k not in param_names)
+                duration = t.duration.total_seconds() if t.duration is not None else None
+                records.append(
+                    {
+                        "stage": stage,
+                        "trial": t.number,
+                        "state": t.state.name,
+                        "learner": t.params.get(LEARNER_KEY, attrs.get("learner")),
+                        "params": params,
+                        **{c: _float(scores.get(c)) for c in cols},
+                        "fit_time": attrs.get("fit_time"),
+                        "score_time": attrs.get("score_time"),
+                        "nuisance_time": attrs.get("nuisance_time"),
+                        "nuisance_fits": attrs.get("nuisance_fits"),
+                        "final_fits": attrs.get("final_fits"),
+                        "duration": duration,
+                        "worker": attrs.get("worker"),
+                    }
+                )
+        return results_frame(records, param_names, X)
+
+    def predict(self, X: Any, **kwargs: Any) -> np.ndarray:
+        """CATE of the refitted best learner: ``best_estimator_.predict(X)``."""
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.predict(X, **kwargs)
+
+    def predict_frame(self, X: Any) -> Any:
+        """``best_estimator_.predict_frame(X)``."""
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.predict_frame(X)
+
+
+class _Applicable:
+    """Memoised ``applies(learner_choice, name)`` (thread-safe, cheap after the first call)."""
+
+    def __init__(self, options: dict[str, MetaLearner]) -> None:
+        self.options = options
+        self._memo: dict[tuple[str, str], bool] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, choice: str, name: str) -> bool:
+        key = (choice, name)
+        with self._lock:
+            if key in self._memo:
+                return self._memo[key]
+        learner = self.options.get(choice)
+        ok = learner is not None and applies(learner, name)
+        with self._lock:
+            self._memo[key] = ok
+        return ok
+
+
+def _suggest(trial: Any, name: str, dist: Any) -> Any:
+    from metalearn.tuning._spaces import suggest
+
+    return suggest(trial, name, dist)
+
+
+def _float(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _jsonable(scores: dict[str, float]) -> dict[str, float | None]:
+    return {k: (float(v) if np.isfinite(v) else None) for k, v in scores.items()}
+
+
+def _best_trial(study: Study, directions: list[str]) -> FrozenTrial:
+    optuna = import_optuna()
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        raise RuntimeError(
+            f"The study {study.study_name!r} has no complete trial: every trial failed or was "
+            "pruned. Look at `study.trials` for the errors; widen the search space or raise "
+            "`n_trials`."
+        )
+    if len(directions) == 1:
+        return study.best_trial
+    front = study.best_trials
+    sign = -1.0 if directions[0] == "maximize" else 1.0
+    return min(front, key=lambda t: sign * t.values[0])
