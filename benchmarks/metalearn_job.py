@@ -78,7 +78,7 @@ def main() -> None:
     p = base_params(int(job["seed"]), lgbm_threads)
     reg, clf = TimedRegressor(**p), TimedClassifier(**p)
     kind = job["learner"]
-    common = dict(n_jobs=threads, random_state=int(job["seed"]))
+    common = dict(n_jobs=threads, random_state=int(job["seed"]), **job.get("params", {}))
     if kind == "S":
         learner = ml.SLearner(outcome_model=reg, **common)
     elif kind == "T":

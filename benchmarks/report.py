@@ -38,7 +38,14 @@ def med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def libraries(rows: list[dict]) -> list[str]:
+    """The four libraries, with extra metalearn configurations after metalearn."""
+    extra = sorted({r["library"] for r in rows} - set(LIBS))
+    return [LIBS[0], *extra, *LIBS[1:]]
+
+
 def table(rows: list[dict], field: str, fmt: str, title: str) -> list[str]:
+    LIBS = libraries(rows)
     groups: dict = defaultdict(list)
     for r in rows:
         if r.get("ok") and r.get(field) is not None:

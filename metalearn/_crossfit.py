@@ -14,9 +14,10 @@ With one joblib worker, base models keep their own thread settings (LightGBM
 then uses every core itself). With several workers, every base model whose
 thread parameter (``n_jobs``, ``num_threads``, ``nthread`` or
 ``thread_count``) is left at its default or asks for every core (``None``,
-``-1`` or ``0``) gets ``max(1, cpu_count // workers)`` threads, so that
-workers x threads does not exceed the number of cores. A positive thread
-count set by the user is never changed.
+``-1`` or ``0``) gets ``max(1, cpu_count // busy)`` threads, where ``busy``
+is the smaller of the workers and the tasks in the batch, so that busy
+workers x threads does not exceed the number of cores (a batch of one fit
+keeps every core). A positive thread count set by the user is never changed.
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ def prepare_estimator(template: Any, *, n_workers: int, seed: int | None) -> Any
     name = _thread_param(est)
     if name is not None and n_workers > 1 and params[name] in (None, -1, 0):
         updates[name] = max(1, (os.cpu_count() or 1) // n_workers)
+        # run_tasks gives the threads back when its batch has fewer tasks than workers.
+        est._metalearn_auto_threads = name
     if seed is not None and "random_state" in params and params["random_state"] is None:
         updates["random_state"] = seed
     if updates:
@@ -166,7 +169,12 @@ def run_tasks(
     """Fit every task in one flat joblib batch; results come back in task order."""
     if not tasks:
         return []
-    if n_workers(n_jobs) == 1 or len(tasks) == 1:
+    busy = min(n_workers(n_jobs), len(tasks))
+    for t in tasks:
+        name = t.estimator.__dict__.pop("_metalearn_auto_threads", None)
+        if name is not None:  # a thread count set by the thread rule, not by the user
+            t.estimator.set_params(**{name: max(1, (os.cpu_count() or 1) // busy)})
+    if busy == 1:
         return [_run_one(t, X) for t in tasks]
     return list(Parallel(n_jobs=n_jobs, prefer="threads")(delayed(_run_one)(t, X) for t in tasks))
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import ALL_LEARNERS, make_learner
 from lightgbm import LGBMClassifier, LGBMRegressor
 
-from metalearn import DRLearner
+from metalearn import DRLearner, SLearner
 
 # LightGBM's own histogram sums depend on its thread count (n_jobs=1 leaves it
 # at all cores, n_jobs=2 gives each clone half of them); `deterministic=True`
@@ -92,11 +92,19 @@ def _fitted_base_models(learner: Any) -> list[Any]:
 
 @pytest.mark.parametrize("cls", ALL_LEARNERS)
 def test_default_thread_count_is_shared_between_workers(cls: type, small_data: Any) -> None:
-    learner = _lgbm(cls, n_jobs=2).fit(small_data.X, small_data.y, small_data.w)
+    learner = _lgbm(cls, n_jobs=2)
+    learner.fit_predict(small_data.X, small_data.y, small_data.w)  # every stage has >= 2 fits
     models = _fitted_base_models(learner)
     assert models
     expected = max(1, (os.cpu_count() or 1) // 2)
     assert {m.get_params()["n_jobs"] for m in models} == {expected}
+
+
+def test_a_stage_of_one_fit_keeps_every_core(small_data: Any) -> None:
+    # The S-learner's fit is one base-model fit: no other worker shares the cores.
+    learner = _lgbm(SLearner, n_jobs=2).fit(small_data.X, small_data.y, small_data.w)
+    (model,) = learner.models_
+    assert model.get_params()["n_jobs"] == (os.cpu_count() or 1)
 
 
 def test_explicit_thread_count_is_kept(small_data: Any) -> None:
