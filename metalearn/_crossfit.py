@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,23 @@ class Task:
     extra_columns: np.ndarray | None = None
     predict_extra: list[np.ndarray] = field(default_factory=list)
     fit_params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A stage holds every task's row indices at once: int32 halves them.
+        self.train = _compact(self.train)
+        if self.predict_rows is not None:
+            self.predict_rows = _compact(self.predict_rows)
+
+
+def _compact(rows: np.ndarray) -> np.ndarray:
+    rows = np.asarray(rows)
+    if (
+        rows.dtype.kind in "iu"
+        and rows.dtype.itemsize > 4
+        and (rows.size == 0 or rows.max() < 2**31 - 1)
+    ):
+        return rows.astype(np.int32)
+    return rows
 
 
 def make_folds(
@@ -136,11 +154,26 @@ def _accepts(estimator: Any, method: str, param: str) -> bool:
     )
 
 
+_CHUNK_ROWS = 65_536
+
+
 def _with_extra(X: np.ndarray, rows: np.ndarray, extra: np.ndarray | None) -> np.ndarray:
-    Xs = X[rows]
+    """``X[rows]`` with ``extra`` columns appended, built in one allocation.
+
+    Gathering the rows and stacking the columns in two steps would hold two
+    copies of the rows at once; the rows are copied straight into place,
+    a block at a time, instead.
+    """
     if extra is None:
-        return Xs
-    return np.hstack([Xs, extra[rows] if extra.shape[0] == X.shape[0] else extra])
+        return X[rows]
+    extra_rows = extra[rows] if extra.shape[0] == X.shape[0] else extra
+    p = X.shape[1]
+    out = np.empty((len(rows), p + extra_rows.shape[1]), dtype=np.result_type(X, extra_rows))
+    for start in range(0, len(rows), _CHUNK_ROWS):
+        block = rows[start : start + _CHUNK_ROWS]
+        out[start : start + len(block), :p] = X[block]
+    out[:, p:] = extra_rows
+    return out
 
 
 def _run_one(task: Task, X: np.ndarray) -> tuple[Any, list[np.ndarray] | None]:
@@ -163,6 +196,31 @@ def _run_one(task: Task, X: np.ndarray) -> tuple[Any, list[np.ndarray] | None]:
     return est, preds
 
 
+def _load_malloc_trim() -> Any:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim() if sys.platform.startswith("linux") else None
+_TRIM_BYTES = 32 * 2**20
+
+
+def _release_free_memory(X: np.ndarray) -> None:
+    """Hand memory freed by a large batch back to the operating system (glibc).
+
+    Base models fitted in worker threads allocate from per-thread malloc
+    arenas, which glibc keeps after the models free their training copies;
+    without a trim the next stage starts on top of that freed-but-held
+    memory and peak RSS grows by a stage's worth of copies.
+    """
+    if _MALLOC_TRIM is not None and X.nbytes >= _TRIM_BYTES:
+        _MALLOC_TRIM(0)
+
+
 def run_tasks(
     tasks: list[Task], X: np.ndarray, *, n_jobs: int | None
 ) -> list[tuple[Any, list[np.ndarray] | None]]:
@@ -175,8 +233,13 @@ def run_tasks(
         if name is not None:  # a thread count set by the thread rule, not by the user
             t.estimator.set_params(**{name: max(1, (os.cpu_count() or 1) // busy)})
     if busy == 1:
-        return [_run_one(t, X) for t in tasks]
-    return list(Parallel(n_jobs=n_jobs, prefer="threads")(delayed(_run_one)(t, X) for t in tasks))
+        results = [_run_one(t, X) for t in tasks]
+    else:
+        results = list(
+            Parallel(n_jobs=n_jobs, prefer="threads")(delayed(_run_one)(t, X) for t in tasks)
+        )
+    _release_free_memory(X)
+    return results
 
 
 def _predict_one(model: Any, X: np.ndarray, method: str, extra: np.ndarray | None) -> np.ndarray:

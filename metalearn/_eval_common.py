@@ -68,6 +68,17 @@ class TargetingArea:
         ``"IPW"`` or ``"AIPW"``.
     n : int
         Number of rows.
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> from metalearn.evaluation import qini_coefficient
+    >>> sim = ml.datasets.simulate_nie_wager("B", n=2000, seed=0)
+    >>> q = qini_coefficient(sim.tau, sim.y, sim.w, propensity=0.5)
+    >>> q.kind, q.variant, q.control, q.method, q.random
+    ('Qini coefficient', '1', '0', 'IPW', 0.0)
+    >>> bool(q.ci_low > q.random), bool(q.p_value < 0.05)  # the true CATE targets well
+    (True, True)
     """
 
     variant: str
@@ -117,6 +128,17 @@ class RATEResult:
         Number of rows.
     n_bootstrap : int
         Number of bootstrap replicates.
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> from metalearn.evaluation import rate
+    >>> sim = ml.datasets.simulate_nie_wager("B", n=2000, seed=0)
+    >>> res = rate(sim.tau, sim.y, sim.w, propensity=0.5, n_bootstrap=50, random_state=0)
+    >>> res.target, res.method, res.n, res.n_bootstrap
+    ('AUTOC', 'IPW', 2000, 50)
+    >>> bool(res.ci_low > 0)
+    True
     """
 
     variant: str
@@ -166,6 +188,17 @@ class BLPResult:
     method : str
         ``"IPW"`` or ``"AIPW"``.
     n : int
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> from metalearn.evaluation import blp_test
+    >>> sim = ml.datasets.simulate_nie_wager("B", n=2000, seed=0)
+    >>> res = blp_test(sim.tau, sim.y, sim.w, propensity=0.5)
+    >>> bool(res.ci_low < 1 < res.ci_high)  # the true CATE is calibrated
+    True
+    >>> bool(res.p_value < 0.05), bool(res.p_value_calibrated > 0.05)
+    (True, True)
     """
 
     variant: str
@@ -227,6 +260,17 @@ class PolicyValue:
     method : str
         ``"IPW"`` or ``"AIPW"``.
     n : int
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> from metalearn.evaluation import policy_value
+    >>> sim = ml.datasets.simulate_nie_wager("B", n=2000, seed=0)
+    >>> v = policy_value(sim.tau, sim.y, sim.w, propensity=0.5, cost=0.5)
+    >>> v.treat_all_variant, v.control, v.method
+    ('1', '0', 'IPW')
+    >>> bool(0 < v.share_treated < 1), bool(v.gain_over_all > 0)
+    (True, True)
     """
 
     estimate: float

@@ -38,6 +38,23 @@ class AverageEffect:
         How it was computed (e.g. ``"AIPW"``, ``"plug-in"``).
     n : int
         Number of rows used.
+
+    See Also
+    --------
+    metalearn.ate : Estimators that return it (difference in means, IPW, AIPW,
+        matching).
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> sim = ml.datasets.simulate_nie_wager("B", n=2000, seed=0)  # randomized
+    >>> effect = ml.ate.difference_in_means(None, sim.y, sim.w)
+    >>> type(effect).__name__, effect.variant, effect.control, effect.n
+    ('AverageEffect', 1, 0, 2000)
+    >>> bool(effect.ci_low < sim.tau.mean() < effect.ci_high)
+    True
+    >>> bool(effect.p_value < 0.05)  # an average effect of about 0.8
+    True
     """
 
     variant: Any

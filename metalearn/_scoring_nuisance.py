@@ -52,6 +52,19 @@ class ScoringNuisance:
         Whether the propensities were given rather than estimated.
     fingerprint : str
         Identifies the data it was fitted on.
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> from sklearn.linear_model import LinearRegression
+    >>> from metalearn.scoring import fit_scoring_nuisance
+    >>> sim = ml.datasets.simulate_nie_wager("B", n=1000, seed=0)
+    >>> sn = fit_scoring_nuisance(sim.X, sim.y, sim.w, propensity=0.5, nuisance=ml.Nuisance(
+    ...     outcome_model=LinearRegression(), n_folds=3, random_state=0))
+    >>> sn
+    ScoringNuisance(n=1000, variants=[0, 1], control=0, folds=3, propensity=known)
+    >>> sn.mu.shape, sn.pseudo_outcomes().shape
+    ((1000, 2), (1000, 1, 1))
     """
 
     variants: np.ndarray

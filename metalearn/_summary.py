@@ -185,6 +185,22 @@ class LeafEffect:
         Its standard error.
     ci_low, ci_high : float
         Normal confidence interval at the tree's ``level``.
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> from sklearn.linear_model import LinearRegression
+    >>> from metalearn.explain import summarize_cate
+    >>> sim = ml.datasets.simulate_nie_wager("B", n=1000, seed=0)
+    >>> dr = ml.DRLearner(outcome_model=LinearRegression(), effect_model=LinearRegression(),
+    ...                   n_folds=2, random_state=0)
+    >>> _ = dr.fit_predict(sim.X, sim.y, sim.w, propensity=0.5)
+    >>> summary = summarize_cate(dr, sim.X, sim.y, sim.w, propensity=0.5, random_state=0)
+    >>> leaf = summary.leaves[0]
+    >>> leaf.rule.startswith("x0 <= "), leaf.n_fit + leaf.n_estimate > 0
+    (True, True)
+    >>> summary.overall.rule, summary.overall.leaf, summary.overall.n_estimate
+    ('all rows', -1, 500)
     """
 
     leaf: int
@@ -227,6 +243,31 @@ class CATETree:
     tau_source : str
         What the tree was fitted to: ``"out-of-fold"``, ``"given"`` or
         ``"predict"``.
+    schema : FrameSchema
+        Internal: how :meth:`apply` encodes the features of new rows.
+    nan_features : frozenset of int
+        Internal: features with missing values among the fitting rows (their
+        rules name the missing values).
+    backend : object
+        Internal: the frame library of the summarized ``X``, the type of
+        :meth:`table`.
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> from sklearn.linear_model import LinearRegression
+    >>> from metalearn.explain import summarize_cate
+    >>> sim = ml.datasets.simulate_nie_wager("B", n=1000, seed=0)
+    >>> dr = ml.DRLearner(outcome_model=LinearRegression(), effect_model=LinearRegression(),
+    ...                   n_folds=2, random_state=0)
+    >>> _ = dr.fit_predict(sim.X, sim.y, sim.w, propensity=0.5)
+    >>> summary = summarize_cate(dr, sim.X, sim.y, sim.w, propensity=0.5, random_state=0)
+    >>> summary.effect, summary.tau_source, summary.n_fit, summary.n_estimate
+    ('tau_1_vs_0', 'out-of-fold', 500, 500)
+    >>> summary.table().columns[:4]
+    ['leaf', 'rule', 'n_fit', 'n_estimate']
+    >>> print(summary.text().splitlines()[0])
+    Honest CATE tree for tau_1_vs_0: splits fitted to out-of-fold CATE estimates of 500 rows; ...
     """
 
     effect: str

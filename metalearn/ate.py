@@ -69,6 +69,18 @@ class WeightedEffect(AverageEffect):
         Weight of every row in the contrast (0 for rows of other variants
         and for trimmed rows); pass them to
         :func:`metalearn.diagnostics.balance_table` as ``weights=``.
+
+    The other fields are those of :class:`~metalearn.AverageEffect`.
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> sim = ml.datasets.simulate_confounded(n=2000, seed=0)
+    >>> effect = ml.ate.ipw(None, sim.y, sim.w, propensity=sim.propensity)
+    >>> type(effect).__name__, effect.estimand, effect.method, effect.weights.shape
+    ('WeightedEffect', 'ATE', 'IPW (stabilised, ATE; propensity given)', (2000,))
+    >>> bool(effect.ci_low < 1.5 < effect.ci_high)  # the true ATE is 1.5
+    True
     """
 
     estimand: str
@@ -93,6 +105,18 @@ class MatchingEffect(AverageEffect):
     mean_distance, max_distance : float
         Mean and maximum, over matched target rows, of the distance to the
         farthest match used.
+
+    The other fields are those of :class:`~metalearn.AverageEffect`.
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> sim = ml.datasets.simulate_confounded(n=2000, seed=0)
+    >>> att = ml.ate.matching(sim.X, sim.y, sim.w, propensity=sim.propensity)
+    >>> type(att).__name__, att.estimand, att.n_unmatched
+    ('MatchingEffect', 'ATT', 0)
+    >>> bool(att.max_distance >= att.mean_distance >= 0)
+    True
     """
 
     estimand: str

@@ -82,6 +82,16 @@ class Overlap:
     method : str
         Where the propensities came from (``"cross-fitted (5 folds)"``,
         ``"in-sample"`` or ``"given"``).
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> sim = ml.datasets.simulate_confounded(n=2000, seed=0)
+    >>> ov = ml.diagnostics.overlap(sim.X, sim.w, propensity=sim.propensity)
+    >>> ov.variants, ov.control, ov.method, ov.propensity.shape
+    ((0, 1), 0, 'given', (2000, 2))
+    >>> ov.bounds, bool(0.5 < ov.auc < 0.9)
+    ((0.1, 0.9), True)
     """
 
     variants: tuple[Any, ...]

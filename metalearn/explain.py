@@ -97,6 +97,21 @@ class ExplanationInfo:
         estimates it was fitted to.
     note : str
         Anything else worth knowing, in words.
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> from sklearn.linear_model import LinearRegression
+    >>> sim = ml.datasets.simulate_nie_wager("B", n=400, seed=0)
+    >>> dr = ml.DRLearner(outcome_model=LinearRegression(), effect_model=LinearRegression(),
+    ...                   n_folds=2, random_state=0).fit(sim.X, sim.y, sim.w, propensity=0.5)
+    >>> explainer = dr.explainer(random_state=0)
+    >>> _ = explainer(sim.X[:20])
+    >>> info = explainer.info_["tau_1_vs_0"]
+    >>> info.method, info.algorithm, info.feature_perturbation
+    ('models', 'linear SHAP (closed form)', 'interventional')
+    >>> info.exact, info.additive, info.n_models, info.n_background  # 2 fold models
+    (True, True, 2, 20)
     """
 
     effect: str
@@ -134,7 +149,8 @@ class Explainer:
     treated variant against the control. With ``method="auto"``:
 
     * R- and DR-learners: exact SHAP values of the final-stage effect models
-      (the mean of the fold models after ``fit_predict``). Tree models use
+      (the mean of the fold models when the final stage is cross-fitted, as
+      by default and always after ``fit_predict``). Tree models use
       path-dependent TreeSHAP; for LightGBM through its own
       ``predict(..., pred_contrib=True)``, which gives the values of SHAP's
       TreeExplainer. Linear models use the closed form against a background.

@@ -52,6 +52,22 @@ class CATEIntervals:
         Effect names ``tau_<variant>_vs_<control>``, one per column.
     n_boot : int
         Number of bootstrap replicates (0 for analytic intervals).
+    backend : object
+        Frame library of the rows the intervals are for (internal: the type
+        :meth:`to_frame` returns).
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> from sklearn.linear_model import LinearRegression
+    >>> sim = ml.datasets.simulate_nie_wager("B", n=500, seed=0)
+    >>> t = ml.TLearner(outcome_model=LinearRegression(), random_state=0)
+    >>> ci = ml.inference.bootstrap_cate(t, sim.X, sim.y, sim.w, X_new=sim.X[:3],
+    ...                                  n_boot=20, random_state=0)
+    >>> ci.names, ci.n_boot, ci.level, ci.estimate.shape
+    (['tau_1_vs_0'], 20, 0.95, (3,))
+    >>> ci.to_frame().columns
+    ['tau_1_vs_0', 'tau_1_vs_0_se', 'tau_1_vs_0_low', 'tau_1_vs_0_high']
     """
 
     estimate: np.ndarray
@@ -296,6 +312,26 @@ class LinearCATEInference:
         Confidence level of tables and intervals.
     n : int
         Number of training rows.
+    schema : FrameSchema
+        Internal: how the features of new rows are encoded for
+        :meth:`predict_interval`.
+    backend : object
+        Internal: the frame library of the training rows, the type of the
+        returned tables.
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> from sklearn.linear_model import LinearRegression
+    >>> sim = ml.datasets.simulate_confounded(n=2000, seed=0)
+    >>> dr = ml.DRLearner(outcome_model=LinearRegression(), effect_model=LinearRegression(),
+    ...                   final_stage="full", random_state=0)
+    >>> dr = dr.fit(sim.X, sim.y, sim.w, propensity=sim.propensity)
+    >>> inf = ml.inference.linear_dr_inference(dr, sim.X)
+    >>> inf.effects, inf.terms[:3], inf.coef.shape
+    (['tau_1_vs_0'], ['intercept', 'x0', 'x1'], (1, 7))
+    >>> bool(abs(inf.coef[0, 1] - 0.5) < 3 * inf.std_error[0, 1])  # slope of x0 is 0.5
+    True
     """
 
     coef: np.ndarray

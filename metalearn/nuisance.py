@@ -51,12 +51,40 @@ __all__ = ["Nuisance", "Data", "prepare_data", "default_regressor", "default_cla
 
 
 def default_regressor() -> Any:
+    """The regressor used where a model is left at ``None``: a quiet LightGBM.
+
+    Returns
+    -------
+    lightgbm.LGBMRegressor
+        A new, unfitted ``LGBMRegressor(verbose=-1)`` (LightGBM's defaults
+        otherwise).
+
+    Examples
+    --------
+    >>> from metalearn.nuisance import default_regressor
+    >>> default_regressor()
+    LGBMRegressor(verbose=-1)
+    """
     from lightgbm import LGBMRegressor
 
     return LGBMRegressor(verbose=-1)
 
 
 def default_classifier() -> Any:
+    """The classifier used where a model is left at ``None``: a quiet LightGBM.
+
+    Returns
+    -------
+    lightgbm.LGBMClassifier
+        A new, unfitted ``LGBMClassifier(verbose=-1)`` (LightGBM's defaults
+        otherwise).
+
+    Examples
+    --------
+    >>> from metalearn.nuisance import default_classifier
+    >>> default_classifier()
+    LGBMClassifier(verbose=-1)
+    """
     from lightgbm import LGBMClassifier
 
     return LGBMClassifier(verbose=-1)
@@ -64,7 +92,43 @@ def default_classifier() -> Any:
 
 @dataclass
 class Data:
-    """The training data once, converted: what every stage reads."""
+    """The training data once, converted: what every stage reads.
+
+    Made by :func:`prepare_data`; all arrays are numpy.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Features as float64, categories as integer codes (see ``schema``).
+    schema : FrameSchema
+        Column names and category lists of ``X``, used to encode new rows the
+        same way.
+    y : ndarray of shape (n_samples,)
+        The outcome (float64), or class codes ``0 .. C-1`` for a categorical
+        outcome.
+    classes : ndarray or None
+        The outcome classes, sorted (``None`` for a numeric outcome).
+    w : ndarray of shape (n_samples,)
+        Variant codes: positions in ``variants``.
+    variants : ndarray
+        The sorted variants of ``w``.
+    sample_weight : ndarray of shape (n_samples,) or None
+    propensity : ndarray of shape (n_samples, n_variants) or None
+        Known propensities of every variant, if given.
+    fingerprint : str
+        A hash of the data that identifies them (a fitted :class:`Nuisance`
+        checks it).
+
+    Examples
+    --------
+    >>> from metalearn.nuisance import prepare_data
+    >>> data = prepare_data([[0.0], [1.0], [2.0], [3.0]], [1.0, 2.0, 3.0, 5.0],
+    ...                     ["b", "a", "b", "a"], classification=False)
+    >>> data.variants.tolist(), data.w.tolist()
+    (['a', 'b'], [1, 0, 1, 0])
+    >>> data.n, data.n_variants, data.out_dim
+    (4, 2, 1)
+    """
 
     X: np.ndarray
     schema: FrameSchema
@@ -118,7 +182,48 @@ def prepare_data(
     sample_weight: Any = None,
     propensity: Any = None,
 ) -> Data:
-    """Convert and check the user's ``X, y, w`` once."""
+    """Convert and check the user's ``X, y, w`` once.
+
+    Every learner and :class:`Nuisance` calls it at the start of ``fit``:
+    features are encoded (frames through narwhals, categorical and string
+    columns to codes), the variants and outcome classes are coded as
+    integers, and weights and known propensities are checked.
+
+    Parameters
+    ----------
+    X : frame or array-like of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,)
+    w : array-like of shape (n_samples,)
+        Variant of each row (ints, strings or categories).
+    classification : bool
+        Whether ``y`` is categorical (coded as classes) or numeric.
+    sample_weight : array-like of shape (n_samples,), optional
+    propensity : float or array-like, optional
+        Known propensities: a constant, one per row (two variants) or one per
+        row and variant.
+
+    Returns
+    -------
+    Data
+
+    Raises
+    ------
+    ValueError
+        For fewer than two rows, no features, or inconsistent ``y``, ``w``,
+        ``sample_weight`` or ``propensity``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from metalearn.nuisance import prepare_data
+    >>> X = np.arange(8.0).reshape(4, 2)
+    >>> data = prepare_data(X, ["no", "yes", "yes", "no"], [0, 1, 0, 1],
+    ...                     classification=True, propensity=0.5)
+    >>> data.classes.tolist(), data.y.tolist()
+    (['no', 'yes'], [0, 1, 1, 0])
+    >>> data.propensity.shape
+    (4, 2)
+    """
     if X is None:
         raise ValueError("`X` is required.")
     Xa, schema = encode_features(X)

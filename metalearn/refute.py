@@ -74,6 +74,17 @@ class Refutation:
         The rule, in words.
     statistics : ndarray of shape (n_repeats,)
         The re-estimates, one per repetition.
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> sim = ml.datasets.simulate_nie_wager("B", n=2000, seed=0)  # randomized
+    >>> res = ml.refute.subset(ml.ate.difference_in_means, sim.X, sim.y, sim.w,
+    ...                        n_repeats=3, random_state=0)
+    >>> res.check, res.variant, res.control, res.n_repeats, res.passed
+    ('subset', 1, 0, 3, True)
+    >>> bool(abs(res.statistic - res.expected) <= res.tolerance)
+    True
     """
 
     check: str

@@ -135,6 +135,21 @@ def dr_loss(pseudo_outcome: Any, tau: Any, *, sample_weight: Any = None) -> floa
     learners estimate differences in their mean squared error against the
     true CATE (up to the nuisances' error).
 
+    Parameters
+    ----------
+    pseudo_outcome : array-like of shape (n,)
+        Doubly robust pseudo-outcomes :math:`\varphi_i` of the rows, built from
+        out-of-fold (or known) nuisances, e.g.
+        ``sn.pseudo_outcomes()[:, 0, 0]`` of a
+        :class:`ScoringNuisance` ``sn`` of two variants.
+    tau : array-like of shape (n,)
+        Predicted effects.
+    sample_weight : array-like of shape (n,), optional
+
+    Returns
+    -------
+    float
+
     References
     ----------
     .. [1] Saito, Y. and Yasui, S. (2020). Counterfactual cross-validation:
@@ -356,6 +371,22 @@ class Evaluation:
         All variants.
     n : int
         Number of evaluation rows.
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> from sklearn.linear_model import LinearRegression
+    >>> train = ml.datasets.simulate_nie_wager("B", n=1000, seed=0)
+    >>> test = ml.datasets.simulate_nie_wager("B", n=1000, seed=1)
+    >>> t = ml.TLearner(outcome_model=LinearRegression()).fit(train.X, train.y, train.w)
+    >>> ev = t.evaluate(test.X, test.y, test.w, propensity=0.5, nuisance=ml.Nuisance(
+    ...     outcome_model=LinearRegression(), n_folds=3, random_state=0))
+    >>> ev.n, ev.variants, ev.control
+    (1000, ('0', '1'), '0')
+    >>> ev.losses["loss"].to_list()
+    ['r_loss', 'dr_loss', 'plugin']
+    >>> bool(ev.scores["r_loss_gain"] > 0)  # beats the constant effect
+    True
     """
 
     losses: Any

@@ -203,10 +203,10 @@ def test_nie_wager_formulas(setup: str) -> None:
         tau = np.maximum(x1 + x2 + x3, 0) - np.maximum(x4 + x5, 0)
     np.testing.assert_allclose(sim.propensity, e, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(sim.tau, tau, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(sim.mu[:, 0], b - e * tau, atol=1e-10)
-    np.testing.assert_allclose(sim.mu[:, 1], b + (1 - e) * tau, atol=1e-10)
-    # sigma = 0: the outcome is exactly b + (W - e) tau
-    np.testing.assert_allclose(sim.y, b + (sim.w - e) * tau, atol=1e-10)
+    np.testing.assert_allclose(sim.mu[:, 0], b - tau / 2, atol=1e-10)
+    np.testing.assert_allclose(sim.mu[:, 1], b + tau / 2, atol=1e-10)
+    # sigma = 0: the outcome is exactly the paper's b + (W - 1/2) tau
+    np.testing.assert_allclose(sim.y, b + (sim.w - 0.5) * tau, atol=1e-10)
 
 
 def test_nie_wager_setup_c_constant_effect() -> None:

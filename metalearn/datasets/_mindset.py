@@ -30,7 +30,7 @@ _COLUMNS = (
 
 
 def load_learning_mindset(path: str | os.PathLike[str]) -> pl.DataFrame:
-    """Load the learning mindsets data (10,391 students in 76 schools) from a CSV file.
+    r"""Load the learning mindsets data (10,391 students in 76 schools) from a CSV file.
 
     The data of the National Study of Learning Mindsets (Yeager et al. 2019)
     in the anonymised, simulated-from-real form that Athey and Wager (2019)
@@ -97,13 +97,31 @@ def load_learning_mindset(path: str | os.PathLike[str]) -> pl.DataFrame:
 
     Examples
     --------
+    With your copy of the data, ``df = load_learning_mindset("learning_mindset.csv")``
+    has shape ``(10391, 13)``; then ``X = df.drop("intervention",
+    "achievement_score")`` are the features, ``df["intervention"]`` the
+    treatment and ``df["achievement_score"]`` the outcome. The example below
+    writes two made-up rows in the file's layout and reads them back:
+
+    >>> import os, tempfile
+    >>> import polars as pl
     >>> import metalearn as ml
-    >>> df = ml.datasets.load_learning_mindset("data/learning_mindset.csv")  # doctest: +SKIP
-    >>> df.shape  # doctest: +SKIP
-    (10391, 13)
-    >>> X = df.drop("intervention", "achievement_score")  # doctest: +SKIP
-    >>> tau = ml.DRLearner().fit_predict(X, df["achievement_score"],
-    ...                                  df["intervention"])  # doctest: +SKIP
+    >>> header = ("schoolid,intervention,achievement_score,success_expect,ethnicity,"
+    ...           "gender,frst_in_family,school_urbanicity,school_mindset,"
+    ...           "school_achievement,school_ethnic_minority,school_poverty,school_size")
+    >>> rows = ["3,1,0.5,5,2,1,0,1,0.1,-0.2,0.3,-0.4,0.5",
+    ...         "8,0,-0.7,3,4,2,1,2,-1.0,0.9,-0.8,0.7,-0.6"]
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "learning_mindset.csv")
+    ...     with open(path, "w") as f:
+    ...         _ = f.write("\n".join([header, *rows]) + "\n")
+    ...     df = ml.datasets.load_learning_mindset(path)
+    >>> df.shape
+    (2, 13)
+    >>> df["schoolid"].dtype == pl.Categorical, df["schoolid"].to_list()
+    (True, ['3', '8'])
+    >>> df["intervention"].to_list(), df["achievement_score"].to_list()
+    ([1, 0], [0.5, -0.7])
     """
     file = Path(path)
     if not file.is_file():

@@ -75,6 +75,19 @@ class Simulation(NamedTuple):
         ``mu[:, k] - mu[:, 0]`` equals the effect of variant ``k``.
     feature_names : list of str
         Column names of ``X``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from metalearn.datasets import simulate_nie_wager
+    >>> sim = simulate_nie_wager("D", n=500, seed=0)
+    >>> sim._fields
+    ('X', 'w', 'y', 'tau', 'propensity', 'mu', 'feature_names')
+    >>> sim.X.shape, sim.w.shape, sim.tau.shape, sim.mu.shape
+    ((500, 6), (500,), (500,), (500, 2))
+    >>> bool(np.allclose(sim.mu[:, 1] - sim.mu[:, 0], sim.tau))
+    True
+    >>> X, w, y = sim.to_frame(), sim.w, sim.y  # features as a Polars frame
     """
 
     X: np.ndarray
@@ -176,9 +189,11 @@ def simulate_nie_wager(
     as::
 
         W | X ~ Bernoulli(e(X))
-        Y = b(X) + (W - e(X)) * tau(X) + sigma * eps,   eps ~ N(0, 1)
+        Y = b(X) + (W - 1/2) * tau(X) + sigma * eps,   eps ~ N(0, 1)
 
-    so that ``mu0 = b - e * tau`` and ``mu1 = b + (1 - e) * tau``. Writing
+    as in the paper, so that ``mu0 = b - tau / 2`` and ``mu1 = b + tau / 2``
+    (``b`` is the mean of the two potential outcomes, not ``E[Y | X]``
+    unless ``e = 1/2``). Writing
     ``x1 .. x5`` for the first five features (as in the paper; these are the
     columns ``x0 .. x4`` of ``X``) and ``trim_eta(z) = max(eta, min(z,
     1 - eta))``:
@@ -274,8 +289,8 @@ def simulate_nie_wager(
         tau = np.maximum(x1 + x2 + x3, 0.0) - np.maximum(x4 + x5, 0.0)
 
     w = (rng.uniform(size=n) < e).astype(np.int64)
-    y = b + (w - e) * tau + sigma * rng.standard_normal(n)
-    return _two_arm(X, w, y, b - e * tau, b + (1.0 - e) * tau, tau, e, _default_names(p))
+    y = b + (w - 0.5) * tau + sigma * rng.standard_normal(n)
+    return _two_arm(X, w, y, b - 0.5 * tau, b + 0.5 * tau, tau, e, _default_names(p))
 
 
 # ---------------------------------------------------------------------------
