@@ -111,7 +111,21 @@ def make_folds(
     return fold
 
 
+def _inert_n_jobs(estimator: Any) -> bool:
+    """``LogisticRegression.n_jobs`` does nothing (and warns when set) from scikit-learn 1.8."""
+    from sklearn.linear_model import LogisticRegression
+
+    if not isinstance(estimator, LogisticRegression):
+        return False
+    import sklearn
+
+    major, minor = (int(v) for v in sklearn.__version__.split(".")[:2])
+    return (major, minor) >= (1, 8)
+
+
 def _thread_param(estimator: Any) -> str | None:
+    if _inert_n_jobs(estimator):
+        return None
     params = estimator.get_params(deep=False)
     for name in _THREAD_PARAMS:
         if name in params:

@@ -20,6 +20,8 @@ import numpy as np
 from sklearn.base import clone
 
 from metalearn._base import MetaLearner
+from metalearn._crossfit import _THREAD_PARAMS
+from metalearn._crossfit import _thread_param as thread_param
 from metalearn.nuisance import default_classifier, default_regressor
 
 __all__ = [
@@ -38,7 +40,6 @@ __all__ = [
 LEARNER_KEY = "learner"
 #: Parameter prefixes of the nuisance stage (the first stage of staged tuning).
 NUISANCE_PREFIXES = ("outcome_model", "propensity_model")
-_THREAD_PARAMS = ("n_jobs", "num_threads", "nthread", "thread_count")
 _DEFAULT_MODELS: dict[str, Callable[[], Any]] = {
     "outcome_model": default_regressor,
     "propensity_model": default_classifier,
@@ -213,12 +214,9 @@ def limit_model_threads(model: Any, n_workers: int) -> Any:
     """
     if n_workers <= 1 or model is None or not hasattr(model, "get_params"):
         return model
-    own = model.get_params(deep=False)
-    for p in _THREAD_PARAMS:
-        if p in own:
-            if own[p] in (None, -1, 0):
-                model.set_params(**{p: max(1, (os.cpu_count() or 1) // n_workers)})
-            break
+    name = thread_param(model)
+    if name is not None and model.get_params(deep=False)[name] in (None, -1, 0):
+        model.set_params(**{name: max(1, (os.cpu_count() or 1) // n_workers)})
     return model
 
 
