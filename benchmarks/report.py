@@ -60,7 +60,7 @@ def table(rows: list[dict], field: str, fmt: str, title: str) -> list[str]:
             present = [v for v in vals.values() if v == v]
             if not present:
                 continue
-            best = min(present)
+            best = format(min(present), fmt)
             cells = []
             for lib in LIBS:
                 v = vals[lib]
@@ -68,7 +68,7 @@ def table(rows: list[dict], field: str, fmt: str, title: str) -> list[str]:
                     cells.append("-")
                 else:
                     s = format(v, fmt)
-                    cells.append(f"**{s}**" if v == best else s)
+                    cells.append(f"**{s}**" if s == best else s)
             out.append(f"| {sim} | {n:,} | {learner} | " + " | ".join(cells) + " |")
     return [*out, ""]
 

@@ -111,16 +111,24 @@ def make_folds(
     return fold
 
 
-def _inert_n_jobs(estimator: Any) -> bool:
-    """``LogisticRegression.n_jobs`` does nothing (and warns when set) from scikit-learn 1.8."""
-    from sklearn.linear_model import LogisticRegression
-
-    if not isinstance(estimator, LogisticRegression):
-        return False
+def _sklearn_at_least(major: int, minor: int) -> bool:
     import sklearn
 
-    major, minor = (int(v) for v in sklearn.__version__.split(".")[:2])
-    return (major, minor) >= (1, 8)
+    found = tuple(int(v) for v in sklearn.__version__.split(".")[:2])
+    return found >= (major, minor)
+
+
+_LOGISTIC_N_JOBS_INERT = _sklearn_at_least(1, 8)
+
+
+def _inert_n_jobs(estimator: Any) -> bool:
+    """``LogisticRegression.n_jobs`` does nothing (and warns when set) from scikit-learn 1.8."""
+    cls = type(estimator)
+    return (
+        _LOGISTIC_N_JOBS_INERT
+        and cls.__name__ == "LogisticRegression"
+        and cls.__module__.startswith("sklearn.")
+    )
 
 
 def _thread_param(estimator: Any) -> str | None:
@@ -261,11 +269,19 @@ def _predict_one(model: Any, X: np.ndarray, method: str, extra: np.ndarray | Non
     return np.asarray(getattr(model, method)(Xp), dtype=np.float64)
 
 
+_PARALLEL_PREDICT_ROWS = 50_000
+
+
 def predict_models(
     jobs: Sequence[tuple[Any, str, np.ndarray | None]], X: np.ndarray, *, n_jobs: int | None
 ) -> list[np.ndarray]:
-    """Predict ``X`` with many fitted models (``(model, method, extra_columns)``), in order."""
-    if n_workers(n_jobs) == 1 or len(jobs) == 1:
+    """Predict ``X`` with many fitted models (``(model, method, extra_columns)``), in order.
+
+    Predictions run side by side only for large ``X``: below
+    ``_PARALLEL_PREDICT_ROWS`` rows a prediction takes less time than
+    starting the workers.
+    """
+    if n_workers(n_jobs) == 1 or len(jobs) == 1 or X.shape[0] < _PARALLEL_PREDICT_ROWS:
         return [_predict_one(m, X, meth, e) for m, meth, e in jobs]
     return list(
         Parallel(n_jobs=n_jobs, prefer="threads")(
