@@ -51,9 +51,11 @@ class Task:
     train : ndarray of int
         Rows of ``X`` to fit on.
     target : ndarray
-        The target for those rows.
+        The target for those rows, or for every row of ``X`` (then indexed
+        by ``train`` when the task runs, so that a stage's tasks share one
+        array instead of holding a copy each).
     sample_weight : ndarray or None
-        Weights for those rows.
+        Weights for those rows, or for every row of ``X`` (as ``target``).
     predict_rows : ndarray of int or None
         Rows of ``X`` to predict after fitting (out-of-fold predictions).
     method : str
@@ -198,13 +200,20 @@ def _with_extra(X: np.ndarray, rows: np.ndarray, extra: np.ndarray | None) -> np
     return out
 
 
+def _rows_of(values: np.ndarray, train: np.ndarray, n: int) -> np.ndarray:
+    """``values`` for the training rows: indexed when given for all ``n`` rows of X."""
+    if values.shape[0] == n and len(train) != n:
+        return values[train]
+    return values
+
+
 def _run_one(task: Task, X: np.ndarray) -> tuple[Any, list[np.ndarray] | None]:
     est = task.estimator
     Xt = _with_extra(X, task.train, task.extra_columns)
     kwargs = dict(task.fit_params)
     if task.sample_weight is not None:
-        kwargs["sample_weight"] = task.sample_weight
-    est.fit(Xt, task.target, **kwargs)
+        kwargs["sample_weight"] = _rows_of(task.sample_weight, task.train, X.shape[0])
+    est.fit(Xt, _rows_of(task.target, task.train, X.shape[0]), **kwargs)
     preds = None
     if task.predict_rows is not None:
         predict = getattr(est, task.method)

@@ -536,6 +536,9 @@ class Nuisance(BaseEstimator):
                 groups = [np.ones(data.n, dtype=bool)]
             else:
                 groups = [data.w == k for k in range(data.n_variants)]
+            # Treatment columns of the pooled model, shared by all its tasks.
+            indicators = self._indicators(data.w) if pooled else None
+            blocks = self._variant_blocks(data.n) if pooled else []
             for gi, mask in enumerate(groups):
                 fold_range = [None] if kind == "mu_full" else range(int(self.n_folds))
                 for f in fold_range:
@@ -554,15 +557,13 @@ class Nuisance(BaseEstimator):
                         Task(
                             estimator=est,
                             train=train,
-                            target=data.y[train],
-                            sample_weight=None if sw is None else sw[train],
+                            target=data.y,  # indexed by `train` when the task runs
+                            sample_weight=sw,
                             predict_rows=pred,
                             method=method,
                             fit_params=self._fit_params(est, data),
-                            extra_columns=self._indicators(data.w) if pooled else None,
-                            predict_extra=(
-                                self._variant_blocks(data.n) if pooled and pred is not None else []
-                            ),
+                            extra_columns=indicators,
+                            predict_extra=blocks if pred is not None else [],
                         )
                     )
         elif kind == "e":
@@ -575,10 +576,8 @@ class Nuisance(BaseEstimator):
                     Task(
                         estimator=est,
                         train=train,
-                        target=data.w[train],
-                        sample_weight=(
-                            None if sw is None or not accepts_sample_weight(est) else sw[train]
-                        ),
+                        target=data.w,  # indexed by `train` when the task runs
+                        sample_weight=None if sw is None or not accepts_sample_weight(est) else sw,
                         predict_rows=np.flatnonzero(folds == f),
                         method="predict_proba",
                         fit_params=self._fit_params(est, data),

@@ -127,6 +127,7 @@ class SLearner(MetaLearner):
         workers = n_workers(self.n_jobs)
         cats = data.schema.categorical_indices
         tasks = []
+        blocks = self._variant_columns(data.n) if honest else []  # shared by the fold tasks
         fold_ids: list[int | None] = list(range(int(folds.max()) + 1)) if honest else [None]
         for f in fold_ids:
             train = np.arange(data.n) if f is None else np.flatnonzero(folds != f)
@@ -147,7 +148,7 @@ class SLearner(MetaLearner):
                     predict_rows=rows,
                     method=method,
                     extra_columns=extra,
-                    predict_extra=[] if rows is None else self._variant_columns(data.n),
+                    predict_extra=[] if rows is None else blocks,
                     fit_params=(
                         {"categorical_feature": cats} if cats and accepts_categorical(est) else {}
                     ),
