@@ -527,3 +527,46 @@ def _mean_scores(parts: list[dict[str, float]]) -> dict[str, float]:
         vals = np.array([p[name] for p in parts], dtype=np.float64)
         out[name] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
     return out
+
+
+def search_evaluator(
+    search: Any,
+    data: tuple[Any, Any, Any, Any, Any],
+    val_data: tuple[Any, Any, Any, Any, Any],
+    *,
+    classification: bool,
+    n_jobs: int | None,
+    cache_size: int | None = None,
+) -> Evaluator:
+    """The :class:`Evaluator` of a search's ``fit``: training rows and an optional validation set.
+
+    ``data`` and ``val_data`` are ``(X, y, w, sample_weight, propensity)``; the
+    search supplies ``cv``, ``random_state``, ``scoring_nuisance`` and
+    ``propensity_clip``.
+    """
+    from metalearn.tuning._report import validation_set
+
+    X, y, w, sw, prop = data
+    train = make_dataset(X, y, w, sample_weight=sw, propensity=prop, classification=classification)
+    X_val, y_val, w_val, sw_val, prop_val = val_data
+    val = None
+    if validation_set(X_val, y_val, w_val):
+        val = make_dataset(
+            X_val,
+            y_val,
+            w_val,
+            sample_weight=sw_val,
+            propensity=prop_val,
+            classification=classification,
+            role="_val",
+        )
+    return Evaluator(
+        train,
+        val=val,
+        cv=search.cv,
+        random_state=search.random_state,
+        scoring_nuisance=search.scoring_nuisance,
+        propensity_clip=search.propensity_clip,
+        n_jobs=n_jobs,
+        cache_size=cache_size,
+    )

@@ -21,11 +21,11 @@ from metalearn.tuning._evaluate import (
     Evaluator,
     Outcome,
     check_scoring,
-    make_dataset,
     score_direction,
+    search_evaluator,
 )
 from metalearn.tuning._params import LEARNER_KEY, build_candidate, check_learner, limit_threads
-from metalearn.tuning._report import best_index, ranks, results_frame, validation_set
+from metalearn.tuning._report import best_index, ranks, results_frame
 
 __all__ = ["MetaLearnerGridSearch", "MetaLearnerRandomizedSearch"]
 
@@ -134,32 +134,11 @@ class _BaseSearch(BaseEstimator):
             )
         classification = kinds.pop()
         scoring = check_scoring(self.scoring, classification, multi=False)[0]
-        train = make_dataset(
-            X,
-            y,
-            w,
-            sample_weight=sample_weight,
-            propensity=propensity,
+        ev = search_evaluator(
+            self,
+            (X, y, w, sample_weight, propensity),
+            (X_val, y_val, w_val, sample_weight_val, propensity_val),
             classification=classification,
-        )
-        val = None
-        if validation_set(X_val, y_val, w_val):
-            val = make_dataset(
-                X_val,
-                y_val,
-                w_val,
-                sample_weight=sample_weight_val,
-                propensity=propensity_val,
-                classification=classification,
-                role="_val",
-            )
-        ev = Evaluator(
-            train,
-            val=val,
-            cv=self.cv,
-            random_state=self.random_state,
-            scoring_nuisance=self.scoring_nuisance,
-            propensity_clip=self.propensity_clip,
             n_jobs=self.n_jobs,
         )
         for lrn in learners:

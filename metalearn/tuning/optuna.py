@@ -34,9 +34,9 @@ from metalearn._base import MetaLearner
 from metalearn.tuning._evaluate import (
     Evaluator,
     check_scoring,
-    make_dataset,
     score_direction,
     score_names,
+    search_evaluator,
 )
 from metalearn.tuning._params import (
     LEARNER_KEY,
@@ -45,7 +45,7 @@ from metalearn.tuning._params import (
     limit_model_threads,
     limit_threads,
 )
-from metalearn.tuning._report import results_frame, validation_set
+from metalearn.tuning._report import results_frame
 from metalearn.tuning._spaces import (
     Choices,
     check_space,
@@ -435,27 +435,11 @@ class MetaLearnerOptunaSearch(BaseEstimator):
                 "nuisance stage to tune first; pass `staged=False`."
             )
         self._storage_obj = _storage(self.storage)
-        train = make_dataset(
-            X, y, w, sample_weight=sample_weight, propensity=propensity, classification=cls_flag
-        )
-        val = None
-        if validation_set(X_val, y_val, w_val):
-            val = make_dataset(
-                X_val,
-                y_val,
-                w_val,
-                sample_weight=sample_weight_val,
-                propensity=propensity_val,
-                classification=cls_flag,
-                role="_val",
-            )
-        ev = Evaluator(
-            train,
-            val=val,
-            cv=self.cv,
-            random_state=self.random_state,
-            scoring_nuisance=self.scoring_nuisance,
-            propensity_clip=self.propensity_clip,
+        ev = search_evaluator(
+            self,
+            (X, y, w, sample_weight, propensity),
+            (X_val, y_val, w_val, sample_weight_val, propensity_val),
+            classification=cls_flag,
             n_jobs=None,
             cache_size=16,
         )
@@ -464,7 +448,7 @@ class MetaLearnerOptunaSearch(BaseEstimator):
         frozen: dict[str, Any] = {}
         if staged:
             assert is_dict and mode is not None
-            frozen = self._nuisance_stages(space, choices, base, mode, train, ev)
+            frozen = self._nuisance_stages(space, choices, base, mode, ev.train, ev)
         final_space: Any = space
         if staged:
             final_space = {k: v for k, v in space.items() if not is_nuisance_name(k)}
