@@ -276,11 +276,14 @@ def overlap(
         n_extreme = int(np.sum((q < extreme) | (q > 1.0 - extreme)))
         if n_extreme:
             exact = int(np.sum((q <= 0.0) | (q >= 1.0)))
+            # The Crump bounds can keep the flagged rows (when most rows are extreme their
+            # rule trims almost nothing); then suggest bounds that drop them.
+            bounds = suggested[-1] if suggested[-1][0] >= extreme else (extreme, 1 - extreme)
             warnings.warn(
                 f"{n_extreme} row(s) of {design.label(k)!r} and {design.label(c)!r} have a "
                 f"pairwise propensity below {extreme} or above {1 - extreme} ({exact} exactly 0 "
                 "or 1): inverse-propensity weights there are huge or infinite. Trim them "
-                f"(e.g. `trim={_fmt_bounds(suggested[-1])}` in metalearn.ate), clip the "
+                f"(e.g. `trim={_fmt_bounds(bounds)}` in metalearn.ate), clip the "
                 "propensities, or drop features that determine the treatment.",
                 UserWarning,
                 stacklevel=2,

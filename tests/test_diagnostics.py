@@ -105,6 +105,19 @@ def test_overlap_warns_on_extreme_and_exact_propensities():
         overlap(None, w, propensity=p)
 
 
+def test_overlap_warning_suggests_bounds_that_drop_the_flagged_rows():
+    # Most rows extreme: Crump's rule trims (almost) nothing, so the suggestion falls back
+    # to the `extreme` bounds instead of an inert trim=[0, 1].
+    rng = np.random.default_rng(0)
+    p = np.where(rng.uniform(size=400) < 0.5, 1e-4, 1 - 1e-4)
+    p[:40] = 0.5
+    w = (rng.uniform(size=400) < p).astype(int)
+    w[:2], w[2:4] = 0, 1
+    assert crump_alpha(np.clip(p, 1e-12, 1 - 1e-12)) < 0.01
+    with pytest.warns(UserWarning, match=r"trim=\(0\.01, 0\.99\)|trim=\[0\.01, 0\.99\]"):
+        overlap(None, w, propensity=p)
+
+
 def test_crump_alpha_rule():
     rng = np.random.default_rng(0)
     assert crump_alpha(rng.uniform(0.3, 0.7, size=1000)) == 0.0
