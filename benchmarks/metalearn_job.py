@@ -78,7 +78,8 @@ def main() -> None:
     p = base_params(int(job["seed"]), lgbm_threads)
     reg, clf = TimedRegressor(**p), TimedClassifier(**p)
     kind = job["learner"]
-    common = dict(n_jobs=threads, random_state=int(job["seed"]), **job.get("params", {}))
+    common = {"n_jobs": threads, "random_state": int(job["seed"])}
+    common.update(job.get("params", {}))  # a configuration may override n_jobs
     if kind == "S":
         learner = ml.SLearner(outcome_model=reg, **common)
     elif kind == "T":
