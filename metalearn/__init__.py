@@ -5,7 +5,17 @@ Polars and numpy, with cross-fitting, several treatment variants,
 regression and classification outcomes, and a shareable nuisance stage.
 """
 
-from metalearn import ate, datasets, diagnostics, inference, refute
+from metalearn import (
+    ate,
+    datasets,
+    diagnostics,
+    evaluation,
+    explain,
+    inference,
+    refute,
+    scoring,
+    tuning,
+)
 from metalearn._results import AverageEffect
 from metalearn.learners import DRLearner, RLearner, SLearner, TLearner, XLearner
 from metalearn.nuisance import Nuisance
@@ -26,6 +36,10 @@ __all__ = [
     "ate",
     "datasets",
     "diagnostics",
+    "evaluation",
+    "explain",
     "inference",
     "refute",
+    "scoring",
+    "tuning",
 ]
