@@ -18,7 +18,7 @@ scores
 
 and with outcome predictions ``mu`` (cross-fitted, e.g. from
 :func:`metalearn.scoring.fit_scoring_nuisance`) the doubly robust (AIPW)
-scores of Robins, Rotnitzky and Zhao (1994)
+scores of Robins, Rotnitzky and Zhao (1994) [1]_
 
 .. math:: \Gamma_{k,i} = \hat\mu_k(X_i) - \hat\mu_c(X_i)
    + \frac{1\{W_i=k\}(Y_i - \hat\mu_k(X_i))}{\hat e_k(X_i)}
@@ -45,7 +45,7 @@ every curve lives on ``[0, 1]`` whatever the sample size. The *gain*
 population when the top ``q`` share is treated,
 :math:`g(q) = \frac{1}{n}\sum_{i \in \text{top } q} \Gamma_i`, on the scale of
 the outcome. Random targeting gains :math:`q \cdot \mathrm{ATE}` (the
-straight line from 0 to the ATE at ``q = 1``). Radcliffe's (2007)
+straight line from 0 to the ATE at ``q = 1``). Radcliffe's (2007) [2]_
 count-based Qini value at ``q`` is :math:`n_T\, g(q)` in a randomized
 experiment with :math:`n_T` treated rows. Areas are right-endpoint
 Riemann sums over the rows, :math:`\sum_j \Delta_j g(s_j)`, so random
