@@ -441,8 +441,13 @@ def _curve(
     variant: Any,
     ci: bool,
     ax: Axes | None,
+    dashed_reference: bool = False,
 ) -> tuple[Axes, dict[str, np.ndarray], list[tuple[str, np.ndarray, Any]]]:
-    """Draw one line (and band) per variant; return what the caller adds references to."""
+    """Draw one line (and band) per variant; return what the caller adds references to.
+
+    With ``dashed_reference`` the ``reference`` column is drawn too, dashed in the
+    variant's colour, as the random-targeting line.
+    """
     cols = _table(curve, ("variant", "share", value, "ci_low", "ci_high", reference), producer)
     shown = _variants(cols, variant)
     ax = _new_axes(ax)
@@ -458,6 +463,15 @@ def _curve(
                 x, cols["ci_low"][idx], cols["ci_high"][idx], color=line.get_color(), alpha=0.2
             )
         drawn.append((v, idx, line.get_color()))
+    if dashed_reference:
+        for v, idx, color in drawn:
+            ax.plot(
+                cols["share"][idx],
+                cols[reference][idx],
+                linestyle="--",
+                color=color,
+                label="random targeting" if len(drawn) == 1 else f"random targeting ({v})",
+            )
     ax.set_xlim(0.0, 1.0)
     return ax, cols, drawn
 
@@ -502,7 +516,7 @@ def uplift_curve(
     >>> [t.get_text() for t in ax.get_legend().get_texts()]
     ['1 vs 0', 'random targeting']
     """
-    ax, cols, drawn = _curve(
+    ax, _, _ = _curve(
         curve,
         value="uplift",
         reference="ate",
@@ -510,15 +524,8 @@ def uplift_curve(
         variant=variant,
         ci=ci,
         ax=ax,
+        dashed_reference=True,
     )
-    for v, idx, color in drawn:
-        ax.plot(
-            cols["share"][idx],
-            cols["ate"][idx],
-            linestyle="--",
-            color=color,
-            label="random targeting" if len(drawn) == 1 else f"random targeting ({v})",
-        )
     ax.set_xlabel("share targeted (by decreasing predicted effect)")
     ax.set_ylabel("mean effect among the targeted")
     ax.set_title("Uplift curve")
@@ -565,7 +572,7 @@ def qini_curve(curve: Any, *, variant: Any = None, ci: bool = True, ax: Axes | N
     >>> [t.get_text() for t in ax.get_legend().get_texts()]
     ['1 vs 0', 'random targeting']
     """
-    ax, cols, drawn = _curve(
+    ax, _, _ = _curve(
         curve,
         value="gain",
         reference="random",
@@ -573,15 +580,8 @@ def qini_curve(curve: Any, *, variant: Any = None, ci: bool = True, ax: Axes | N
         variant=variant,
         ci=ci,
         ax=ax,
+        dashed_reference=True,
     )
-    for v, idx, color in drawn:
-        ax.plot(
-            cols["share"][idx],
-            cols["random"][idx],
-            linestyle="--",
-            color=color,
-            label="random targeting" if len(drawn) == 1 else f"random targeting ({v})",
-        )
     ax.axhline(0.0, color="black", linewidth=0.6)
     ax.set_xlabel("share targeted (by decreasing predicted effect)")
     ax.set_ylabel("gain per row of the population")

@@ -93,3 +93,23 @@ def validation_set(X_val: Any, y_val: Any, w_val: Any) -> bool:
             "cross-fitting on the training rows."
         )
     return bool(present)
+
+
+class BestEstimatorPredictions:
+    """``predict`` and ``predict_frame`` of a search, delegated to ``best_estimator_``."""
+
+    best_estimator_: Any
+
+    def predict(self, X: Any, **kwargs: Any) -> Any:
+        """CATE of the refitted best learner: ``best_estimator_.predict(X)``."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.predict(X, **kwargs)
+
+    def predict_frame(self, X: Any) -> Any:
+        """``best_estimator_.predict_frame(X)``: labelled columns in the frame type of X."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.predict_frame(X)

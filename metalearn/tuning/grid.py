@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.utils.validation import check_is_fitted
 
 from metalearn._base import MetaLearner
 from metalearn._crossfit import n_workers
@@ -25,7 +24,12 @@ from metalearn.tuning._evaluate import (
     search_evaluator,
 )
 from metalearn.tuning._params import LEARNER_KEY, build_candidate, check_learner, limit_threads
-from metalearn.tuning._report import best_index, ranks, results_frame
+from metalearn.tuning._report import (
+    BestEstimatorPredictions,
+    best_index,
+    ranks,
+    results_frame,
+)
 
 __all__ = ["MetaLearnerGridSearch", "MetaLearnerRandomizedSearch"]
 
@@ -74,7 +78,7 @@ def _check_grid(grid: Any, name: str, *, distributions: bool) -> list[dict[str, 
     return out
 
 
-class _BaseSearch(BaseEstimator):
+class _BaseSearch(BestEstimatorPredictions, BaseEstimator):
     """Shared fit logic of the grid and randomized searches."""
 
     _space_name = "param_grid"
@@ -202,16 +206,6 @@ class _BaseSearch(BaseEstimator):
             self.refit_time_ = time.perf_counter() - start
         ev.cache.clear()
         return self
-
-    def predict(self, X: Any, **kwargs: Any) -> np.ndarray:
-        """CATE of the refitted best learner: ``best_estimator_.predict(X)``."""
-        check_is_fitted(self, "best_estimator_")
-        return self.best_estimator_.predict(X, **kwargs)
-
-    def predict_frame(self, X: Any) -> Any:
-        """``best_estimator_.predict_frame(X)``: labelled columns in the frame type of X."""
-        check_is_fitted(self, "best_estimator_")
-        return self.best_estimator_.predict_frame(X)
 
 
 def _run_chunk(ev: Evaluator, items: list[tuple[MetaLearner, Any]], workers: int) -> list[Outcome]:

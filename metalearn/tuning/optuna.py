@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.utils.validation import check_is_fitted
 
 from metalearn._base import MetaLearner
 from metalearn.tuning._evaluate import (
@@ -45,7 +44,7 @@ from metalearn.tuning._params import (
     limit_model_threads,
     limit_threads,
 )
-from metalearn.tuning._report import results_frame
+from metalearn.tuning._report import BestEstimatorPredictions, results_frame
 from metalearn.tuning._spaces import (
     Choices,
     check_space,
@@ -79,7 +78,7 @@ def _storage(storage: Any) -> Any:
     return optuna.storages.JournalStorage(backend)
 
 
-class MetaLearnerOptunaSearch(BaseEstimator):
+class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
     """Optuna tuning of a meta-learner on CATE losses: staged, resumable, distributed.
 
     Parameters
@@ -614,16 +613,6 @@ class MetaLearnerOptunaSearch(BaseEstimator):
                     }
                 )
         return results_frame(records, param_names, X)
-
-    def predict(self, X: Any, **kwargs: Any) -> np.ndarray:
-        """CATE of the refitted best learner: ``best_estimator_.predict(X)``."""
-        check_is_fitted(self, "best_estimator_")
-        return self.best_estimator_.predict(X, **kwargs)
-
-    def predict_frame(self, X: Any) -> Any:
-        """``best_estimator_.predict_frame(X)``."""
-        check_is_fitted(self, "best_estimator_")
-        return self.best_estimator_.predict_frame(X)
 
 
 class _Applicable:
