@@ -239,6 +239,41 @@ def check_n_folds(n_folds: Any) -> int | None:
     return int(n_folds)
 
 
+def design_with_propensity(
+    X: Any,
+    y: Any,
+    w: Any,
+    *,
+    control: Any,
+    need_y: bool,
+    propensity: Any,
+    propensity_model: Any,
+    n_folds: int | None,
+    random_state: Any,
+    n_jobs: int | None,
+) -> tuple[Design, np.ndarray, str]:
+    """:func:`prepare_design` then :func:`estimate_propensity`: the data, ``(n, K)`` scores
+    and where they came from (``X`` is needed only when no ``propensity`` is given)."""
+    design = prepare_design(
+        X,
+        y,
+        w,
+        control=control,
+        need_X=propensity is None,
+        need_y=need_y,
+        x_hint=PROPENSITY_HINT,
+    )
+    e, how = estimate_propensity(
+        design,
+        propensity=propensity,
+        propensity_model=propensity_model,
+        n_folds=n_folds,
+        random_state=random_state,
+        n_jobs=n_jobs,
+    )
+    return design, e, how
+
+
 def estimate_propensity(
     design: Design,
     *,

@@ -31,11 +31,10 @@ import numpy as np
 from sklearn.base import clone
 
 from metalearn._causal import (
-    PROPENSITY_HINT,
     Design,
     check_no_extreme,
     clip_bounds,
-    estimate_propensity,
+    design_with_propensity,
     pair_score,
     prepare_design,
     trim_mask,
@@ -382,17 +381,12 @@ def ipw(
     """
     _check_level(level)
     _check_estimand(estimand)
-    design = prepare_design(
+    design, e, how = design_with_propensity(
         X,
         y,
         w,
         control=control,
-        need_X=propensity is None,
         need_y=True,
-        x_hint=PROPENSITY_HINT,
-    )
-    e, how = estimate_propensity(
-        design,
         propensity=propensity,
         propensity_model=propensity_model,
         n_folds=n_folds,
@@ -977,17 +971,12 @@ def matching(
         )
     if distance not in ("propensity", "logit"):
         raise ValueError(f"`distance` must be 'propensity' or 'logit'; got {distance!r}.")
-    design = prepare_design(
+    design, e, how = design_with_propensity(
         X,
         y,
         w,
         control=control,
-        need_X=propensity is None,
         need_y=True,
-        x_hint=PROPENSITY_HINT,
-    )
-    e, how = estimate_propensity(
-        design,
         propensity=propensity,
         propensity_model=propensity_model,
         n_folds=n_folds,

@@ -24,10 +24,10 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from metalearn._causal import (
-    PROPENSITY_HINT,
     Design,
     clip_bounds,
     crump_alpha,
+    design_with_propensity,
     estimate_propensity,
     frame_backend,
     pair_score,
@@ -226,20 +226,15 @@ def overlap(
     >>> ov.summary.columns[:4]
     ['variant', 'control', 'group', 'n']
     """
-    design = prepare_design(
+    lo, hi = clip_bounds(bounds, name="bounds")
+    if not 0.0 <= extreme < 0.5:
+        raise ValueError(f"`extreme` must be a float in [0, 0.5); got {extreme!r}.")
+    design, e, how = design_with_propensity(
         X,
         None,
         w,
         control=control,
-        need_X=propensity is None,
         need_y=False,
-        x_hint=PROPENSITY_HINT,
-    )
-    lo, hi = clip_bounds(bounds, name="bounds")
-    if not 0.0 <= extreme < 0.5:
-        raise ValueError(f"`extreme` must be a float in [0, 0.5); got {extreme!r}.")
-    e, how = estimate_propensity(
-        design,
         propensity=propensity,
         propensity_model=propensity_model,
         n_folds=n_folds,
