@@ -16,6 +16,7 @@ from metalearn import (
     scoring,
     tuning,
 )
+from metalearn._progress import progress
 from metalearn._results import AverageEffect
 from metalearn.learners import DRLearner, RLearner, SLearner, TLearner, XLearner
 from metalearn.nuisance import Nuisance
@@ -39,6 +40,7 @@ __all__ = [
     "evaluation",
     "explain",
     "inference",
+    "progress",
     "refute",
     "scoring",
     "tuning",

@@ -490,7 +490,7 @@ class MetaLearner(BaseEstimator):
                         ),
                     )
                 )
-        results = run_tasks(tasks, data.X, n_jobs=self.n_jobs)
+        results = run_tasks(tasks, data.X, n_jobs=self.n_jobs, desc="effect models")
         self.n_model_fits_ += len(tasks)
         per = n_folds if crossfit else 1
         models = [[r[0] for r in results[i * per : (i + 1) * per]] for i in range(len(specs))]

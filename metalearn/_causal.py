@@ -331,7 +331,7 @@ def estimate_propensity(
                 ),
             )
         )
-    results = run_tasks(tasks, design.X, n_jobs=n_jobs)
+    results = run_tasks(tasks, design.X, n_jobs=n_jobs, desc="nuisance models")
     e = np.empty((design.n, K))
     for task, (model, preds) in zip(tasks, results, strict=True):
         assert preds is not None

@@ -35,6 +35,8 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.parallel import Parallel, delayed
 
+from metalearn import _progress
+
 __all__ = ["Task", "make_folds", "run_tasks", "predict_models", "prepare_estimator"]
 
 _THREAD_PARAMS = ("n_jobs", "num_threads", "nthread", "thread_count")
@@ -253,9 +255,12 @@ def _release_free_memory(X: np.ndarray) -> None:
 
 
 def run_tasks(
-    tasks: list[Task], X: np.ndarray, *, n_jobs: int | None
+    tasks: list[Task], X: np.ndarray, *, n_jobs: int | None, desc: str = "model fits"
 ) -> list[tuple[Any, list[np.ndarray] | None]]:
-    """Fit every task in one flat joblib batch; results come back in task order."""
+    """Fit every task in one flat joblib batch; results come back in task order.
+
+    ``desc`` names the batch in progress reports (:func:`metalearn.progress`).
+    """
     if not tasks:
         return []
     busy = min(n_workers(n_jobs), len(tasks))
@@ -263,14 +268,17 @@ def run_tasks(
         name = t.estimator.__dict__.pop("_metalearn_auto_threads", None)
         if name is not None:  # a thread count set by the thread rule, not by the user
             t.estimator.set_params(**{name: max(1, (os.cpu_count() or 1) // busy)})
+    reporting = _progress.bar_enabled()
     if busy == 1:
-        results = [_run_one(t, X) for t in tasks]
+        results: Any = (_run_one(t, X) for t in tasks)
     else:
-        results = list(
-            Parallel(n_jobs=n_jobs, prefer="threads")(delayed(_run_one)(t, X) for t in tasks)
-        )
+        # A generator lets the progress bar advance as fits finish (still in task order).
+        results = Parallel(
+            n_jobs=n_jobs, prefer="threads", return_as="generator" if reporting else "list"
+        )(delayed(_run_one)(t, X) for t in tasks)
+    out = _progress.track(results, len(tasks), desc)
     _release_free_memory(X)
-    return results
+    return out
 
 
 def _predict_one(model: Any, X: np.ndarray, method: str, extra: np.ndarray | None) -> np.ndarray:

@@ -465,10 +465,13 @@ def _build_learner(args: argparse.Namespace, w: Any) -> Any:
     )
 
 
-def _out_of_fold(learner: Any, X: Any, y: Any, w: Any) -> tuple[np.ndarray, float]:
+def _out_of_fold(learner: Any, X: Any, y: Any, w: Any, progress: bool) -> tuple[np.ndarray, float]:
     """``learner.fit_predict`` as (n_rows, n_effects) and its time in seconds."""
+    from metalearn._progress import progress as report
+
     t0 = time.perf_counter()
-    tau = np.asarray(learner.fit_predict(X, y, w))
+    with report(progress):
+        tau = np.asarray(learner.fit_predict(X, y, w))
     return tau.reshape(len(y), -1), time.perf_counter() - t0
 
 
@@ -526,7 +529,7 @@ def _write_effects(args: argparse.Namespace, df: Any, tau: np.ndarray, names: li
 def _cmd_fit(args: argparse.Namespace) -> int:
     df, X, y, w, features = _prepare_data(args)
     learner = _build_learner(args, w)
-    tau, elapsed = _out_of_fold(learner, X, y, w)
+    tau, elapsed = _out_of_fold(learner, X, y, w, _progress_on(args))
     print(
         f"{args.learner}-learner, LightGBM base models, {args.n_folds}-fold cross-fitting "
         f"({elapsed:.1f} s)"
@@ -644,7 +647,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     storage = _open_storage(args.storage)
     base = args.study_name or "metalearn"
     before = _stored_trials(storage, base)
-    progress = sys.stderr.isatty() if args.progress is None else bool(args.progress)
+    progress = _progress_on(args)
     search = ml.MetaLearnerOptunaSearch(
         learner,
         "lightgbm",
@@ -686,7 +689,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     # Honest per-row effects come from a cross-fitted fit of the best settings, as in
     # `metalearn fit` (a refit on all rows, the search's `best_estimator_`, has none).
     oof = clone(learner).set_params(**search.best_params_)
-    tau, seconds = _out_of_fold(oof, X, y, w)
+    tau, seconds = _out_of_fold(oof, X, y, w, progress)
     print(f"best settings refitted by {args.n_folds}-fold cross-fitting ({seconds:.1f} s):")
     _print_effects(oof, tau)
     _write_effects(args, df, tau, oof._effect_names())
@@ -760,6 +763,17 @@ def _add_data_arguments(parser: argparse.ArgumentParser, out_help: str) -> None:
     parser.add_argument("--n-folds", type=int, default=5, help="cross-fitting folds (default 5)")
     parser.add_argument("--n-jobs", type=int, default=-1, help="joblib workers (default -1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars on stderr for cross-fitting and trials "
+        "(default: when stderr is a terminal)",
+    )
+
+
+def _progress_on(args: argparse.Namespace) -> bool:
+    return sys.stderr.isatty() if args.progress is None else bool(args.progress)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -845,12 +859,6 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("r_loss", "dr_loss"),
         default="r_loss",
         help="loss of the final stage (default r_loss)",
-    )
-    tune.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="Optuna's progress bar on stderr (default: when stderr is a terminal)",
     )
     tune.set_defaults(func=_cmd_tune)
     return parser

@@ -20,6 +20,7 @@ from sklearn.base import clone
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted
 
+from metalearn import _progress
 from metalearn._causal import frame_backend, take_rows
 from metalearn._crossfit import n_workers, prepare_estimator
 from metalearn._frames import encode_features, to_1d_array, to_native_frame
@@ -251,20 +252,22 @@ def bootstrap_cate(
     seeds = np.random.SeedSequence(random_state).spawn(int(n_boot))
     groups = [np.flatnonzero(codes == k) for k in range(int(codes.max()) + 1)]
     workers = n_workers(n_jobs)
+    outer = _progress.current()
+    reporting = outer is not None
     jobs = []
     for ss in seeds:
         rng = np.random.default_rng(ss)
         rows = np.sort(np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups]))
         seed = int(ss.generate_state(1)[0] % (2**31 - 1))
         jobs.append((_replicate_learner(learner, workers, seed), rows))
-    if workers == 1:
-        reps = [_one_replicate(m, X, y_arr, w_arr, X_pred, r) for m, r in jobs]
-    else:
-        reps = list(
-            Parallel(n_jobs=n_jobs)(
+    with _progress.progress(False):  # one bar for the replicates, none per replicate fit
+        if workers == 1:
+            runs: Any = (_one_replicate(m, X, y_arr, w_arr, X_pred, r) for m, r in jobs)
+        else:
+            runs = Parallel(n_jobs=n_jobs, return_as="generator" if reporting else "list")(
                 delayed(_one_replicate)(m, X, y_arr, w_arr, X_pred, r) for m, r in jobs
             )
-        )
+        reps = _progress.track(runs, len(jobs), "bootstrap replicates", settings=outer)
     boot = np.stack(reps)
     se = boot.std(axis=0, ddof=1)
     alpha = 1.0 - level

@@ -469,7 +469,7 @@ class Nuisance(BaseEstimator):
             start = len(tasks)
             tasks.extend(self._tasks(kind, data))
             spans.append((kind, start, len(tasks)))
-        results = run_tasks(tasks, data.X, n_jobs=self.n_jobs)
+        results = run_tasks(tasks, data.X, n_jobs=self.n_jobs, desc="nuisance models")
         self.n_model_fits_ += len(tasks)
         for kind, a, b in spans:
             self._collect(kind, data, tasks[a:b], results[a:b])

@@ -154,7 +154,7 @@ class SLearner(MetaLearner):
                     ),
                 )
             )
-        results = run_tasks(tasks, data.X, n_jobs=self.n_jobs)
+        results = run_tasks(tasks, data.X, n_jobs=self.n_jobs, desc="outcome models")
         self.n_model_fits_ += len(tasks)
         self.models_ = [r[0] for r in results]
         if not honest:

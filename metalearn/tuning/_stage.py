@@ -176,7 +176,7 @@ class NuisanceStage:
         losses = []
         for f in range(self.n_folds):
             tasks = self._tasks(model, f)
-            results = run_tasks(tasks, self.data.X, n_jobs=self.n_jobs)
+            results = run_tasks(tasks, self.data.X, n_jobs=self.n_jobs, desc="stage models")
             losses.append(self._fold_loss(tasks, results))
             if report is not None and f < self.n_folds - 1:
                 report(float(np.mean(losses)), f)
