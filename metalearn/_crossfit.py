@@ -259,23 +259,36 @@ def run_tasks(
 ) -> list[tuple[Any, list[np.ndarray] | None]]:
     """Fit every task in one flat joblib batch; results come back in task order.
 
+    Base models whose thread count the thread rule chose get the cores divided
+    among the fits that run side by side. When every task's count is the rule's
+    and the batch does not split into full rounds of the workers (5 fold fits on
+    2 workers), the last, incomplete round runs after the others with the cores
+    divided among its own fits instead of leaving workers idle.
+
     ``desc`` names the batch in progress reports (:func:`metalearn.progress`).
     """
     if not tasks:
         return []
     busy = min(n_workers(n_jobs), len(tasks))
-    for t in tasks:
-        name = t.estimator.__dict__.pop("_metalearn_auto_threads", None)
+    auto = [t.estimator.__dict__.pop("_metalearn_auto_threads", None) for t in tasks]
+    tail = len(tasks) % busy if all(a is not None for a in auto) else 0
+    head = len(tasks) - tail
+    cpus = os.cpu_count() or 1
+    for i, (t, name) in enumerate(zip(tasks, auto, strict=True)):
         if name is not None:  # a thread count set by the thread rule, not by the user
-            t.estimator.set_params(**{name: max(1, (os.cpu_count() or 1) // busy)})
+            t.estimator.set_params(**{name: max(1, cpus // (busy if i < head else tail))})
     reporting = _progress.bar_enabled()
-    if busy == 1:
-        results: Any = (_run_one(t, X) for t in tasks)
-    else:
+
+    def run(part: list[Task], width: int) -> Any:
+        if width == 1:
+            return (_run_one(t, X) for t in part)
         # A generator lets the progress bar advance as fits finish (still in task order).
-        results = Parallel(
+        return Parallel(
             n_jobs=n_jobs, prefer="threads", return_as="generator" if reporting else "list"
-        )(delayed(_run_one)(t, X) for t in tasks)
+        )(delayed(_run_one)(t, X) for t in part)
+
+    parts = [(tasks[:head], busy), (tasks[head:], tail)] if tail else [(tasks, busy)]
+    results = (r for part, width in parts for r in run(part, width))
     out = _progress.track(results, len(tasks), desc)
     _release_free_memory(X)
     return out

@@ -100,6 +100,18 @@ def test_default_thread_count_is_shared_between_workers(cls: type, small_data: A
     assert {m.get_params()["n_jobs"] for m in models} == {expected}
 
 
+def test_an_incomplete_last_round_shares_the_cores_among_its_own_fits(small_data: Any) -> None:
+    # 3 effect-model fits on 2 workers: two side by side on half the cores each, then the
+    # third alone on all of them (not one worker idling beside it).
+    learner = _lgbm(DRLearner, n_jobs=2, n_folds=3).fit(small_data.X, small_data.y, small_data.w)
+    cpus = os.cpu_count() or 1
+    threads = [m.get_params()["n_jobs"] for m in learner.effect_models_[(1, 0)]]
+    assert threads == [max(1, cpus // 2), max(1, cpus // 2), cpus]
+    # nuisance: 3 pooled outcome + 3 propensity fits = 3 full rounds, no tail
+    nuis = learner.nuisance_.models_
+    assert {m.get_params()["n_jobs"] for m in [*nuis["mu"], *nuis["e"]]} == {max(1, cpus // 2)}
+
+
 def test_a_stage_of_one_fit_keeps_every_core(small_data: Any) -> None:
     # The S-learner's fit is one base-model fit: no other worker shares the cores.
     learner = _lgbm(SLearner, n_jobs=2).fit(small_data.X, small_data.y, small_data.w)
