@@ -47,7 +47,7 @@ from metalearn._validation import (
     encode_treatment,
 )
 
-__all__ = ["Nuisance", "Data", "prepare_data", "default_regressor", "default_classifier"]
+__all__ = ["Nuisance", "default_regressor", "default_classifier"]
 
 
 def default_regressor() -> Any:
