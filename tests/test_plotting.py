@@ -235,3 +235,15 @@ def test_missing_matplotlib_names_the_extra(
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match=r'pip install "metalearn\[plot\]"'):
         plotting.cate_distribution(two.tau)
+
+
+def test_plotting_is_reachable_from_the_package_without_importing_matplotlib() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, metalearn as ml; f = ml.plotting.overlap; "
+        "assert 'matplotlib' not in sys.modules, 'matplotlib imported by import metalearn'"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
