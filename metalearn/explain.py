@@ -477,7 +477,8 @@ class Explainer:
             raise Unsupported(f"additivity check failed (error {worst:.3g})")
         # Linear models are always explained in the interventional game.
         game_used = "interventional" if "linear SHAP (closed form)" in algorithms else game
-        note = _game_note(learner, game_used, B.shape[0])
+        requested = self.feature_perturbation == "tree_path_dependent"
+        note = _game_note(learner, game_used, B.shape[0], requested=requested)
         out = {}
         for key, (values, base) in combined.items():
             info = self._info(
@@ -731,7 +732,7 @@ def _constant_blend(learner: Any) -> np.ndarray | None:
     return learner._blend_weight(known[:1])[0]
 
 
-def _game_note(learner: Any, game: str, n_background: int | None) -> str:
+def _game_note(learner: Any, game: str, n_background: int | None, *, requested: bool) -> str:
     if game == "interventional":
         return (
             f"Exact by linearity of Shapley values: all models explained in one interventional "
@@ -742,7 +743,12 @@ def _game_note(learner: Any, game: str, n_background: int | None) -> str:
             "Exact by linearity, but path-dependent TreeSHAP takes each model's own training "
             "rows as reference (different variants' rows here), so the values are the CATE's "
             "Shapley values only where those rows share one covariate distribution "
-            "(randomized designs). Interventional TreeSHAP was not available for these models."
+            "(randomized designs). "
+            + (
+                "Chosen by feature_perturbation='tree_path_dependent'."
+                if requested
+                else "Interventional TreeSHAP was not available for these models."
+            )
         )
     return "Exact TreeSHAP of the final-stage model(s), averaged over fold models by linearity."
 

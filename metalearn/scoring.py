@@ -687,6 +687,16 @@ class CATEScorer:
         """The scoring nuisances of ``data`` (from the cache when fitted before)."""
         clip = self.propensity_clip if clip is None else clip
         if isinstance(nuisance, ScoringNuisance):
+            if nuisance.known_propensity != (data.propensity is not None):
+                given, missing = (
+                    ("was fitted with known `propensity=`", "pass the same `propensity=` here")
+                    if nuisance.known_propensity
+                    else ("estimated its propensities", "leave `propensity=` out here")
+                )
+                raise ValueError(
+                    f"The ScoringNuisance {given} but this evaluation "
+                    f"{'has none' if nuisance.known_propensity else 'passes them'}: {missing}."
+                )
             if nuisance.fingerprint != data.fingerprint:
                 raise ValueError(
                     "The ScoringNuisance was fitted on other data than the evaluation data; "

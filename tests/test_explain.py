@@ -273,6 +273,11 @@ def test_categorical_columns_of_a_polars_frame():
         if cls is ml.TLearner:  # SHAP misreads LightGBM categorical splits: path-dependent
             assert info.feature_perturbation == "tree_path_dependent"
             assert "randomized" in info.note
+            assert "not available" in info.note  # a fallback here, not the user's choice
+            chosen = learner.explainer(feature_perturbation="tree_path_dependent")
+            chosen(X[:5])
+            note = chosen.info_["tau_1_vs_0"].note
+            assert "Chosen by feature_perturbation" in note and "not available" not in note
 
 
 def test_one_effect_gives_an_explanation_several_give_a_dict(dr_lin: Any, sim: Any):

@@ -454,3 +454,21 @@ def test_formula_function_errors() -> None:
         r_loss([1.0, 2.0], [0, 1], [0, 0], outcome=[0, 0], propensity=[0.5])
     with pytest.raises(ValueError, match="`pseudo_outcome` and `tau` must have equal length"):
         dr_loss([1.0, 2.0], [0.0])
+
+
+def test_evaluate_names_a_known_propensity_mismatch_with_the_scoring_nuisance() -> None:
+
+    from metalearn.scoring import fit_scoring_nuisance
+
+    sim = ml.datasets.simulate_nie_wager("B", n=300, seed=0)
+    template = ml.Nuisance(outcome_model=LinearRegression(), n_folds=2, random_state=0)
+    known = fit_scoring_nuisance(sim.X, sim.y, sim.w, propensity=0.5, nuisance=template)
+    estimated = fit_scoring_nuisance(sim.X, sim.y, sim.w, nuisance=template)
+    t = ml.TLearner(outcome_model=LinearRegression()).fit(sim.X, sim.y, sim.w)
+    with pytest.raises(ValueError, match=r"known `propensity=`.*pass the same `propensity=`"):
+        t.evaluate(sim.X, sim.y, sim.w, nuisance=known)
+    with pytest.raises(ValueError, match=r"estimated its propensities.*leave `propensity=` out"):
+        t.evaluate(sim.X, sim.y, sim.w, nuisance=estimated, propensity=0.5)
+    # matching calls work
+    assert t.evaluate(sim.X, sim.y, sim.w, nuisance=known, propensity=0.5) is not None
+    assert t.evaluate(sim.X, sim.y, sim.w, nuisance=estimated) is not None

@@ -95,6 +95,31 @@ def test_staged_tuning_freezes_tuned_nuisances(sim: Any, yardstick: Any) -> None
     np.testing.assert_allclose(search.predict(sim.X[:20]), fresh.predict(sim.X[:20]))
 
 
+def test_nuisance_studies_with_same_shaped_spaces_do_not_propose_in_lockstep(
+    sim: Any, yardstick: Any
+) -> None:
+    same = FloatDistribution(1e-2, 1e2, log=True)
+    space = {
+        "outcome_model__alpha": same,
+        "propensity_model__C": same,
+        "effect_model__alpha": ALPHA,
+    }
+    search = _search(
+        _dr(), space, yardstick, n_trials=2, nuisance_trials=5, enqueue_defaults=False
+    ).fit(sim.X, sim.y, sim.w)
+    out = [t.params["outcome_model__alpha"] for t in search.studies_["outcome"].trials]
+    prop = [t.params["propensity_model__C"] for t in search.studies_["propensity"].trials]
+    assert len(out) == len(prop) == 5
+    assert not np.allclose(out, prop)
+    # ... and stay reproducible
+    again = _search(
+        _dr(), space, yardstick, n_trials=2, nuisance_trials=5, enqueue_defaults=False
+    ).fit(sim.X, sim.y, sim.w)
+    assert [t.params for t in again.studies_["outcome"].trials] == [
+        t.params for t in search.studies_["outcome"].trials
+    ]
+
+
 def test_conditional_space_over_learner_types(sim: Any, yardstick: Any) -> None:
     space = {
         "learner": CategoricalDistribution(["TLearner", "RLearner", "DRLearner"]),

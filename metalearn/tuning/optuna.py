@@ -129,7 +129,8 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
     load_if_exists : bool, default=True
         Resume (and share) an existing study of that name.
     sampler : optuna sampler, optional
-        Default: ``TPESampler(seed=random_state)``.
+        Default: a ``TPESampler`` per study, seeded with ``random_state`` for the
+        final stage and with a seed derived from it for each nuisance study.
     pruner : optuna pruner, optional
         Default: Optuna's (``MedianPruner``). Pruning acts on the fold-by-
         fold reports of the nuisance stage, and of the final stage with
@@ -317,7 +318,7 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
         name = f"{base}:{stage}" if staged else base
         sampler = self.sampler
         if sampler is None:
-            sampler = optuna.samplers.TPESampler(seed=self.random_state)
+            sampler = optuna.samplers.TPESampler(seed=_stage_seed(self.random_state, stage))
         study = optuna.create_study(
             storage=self._storage_obj,
             sampler=sampler,
@@ -663,3 +664,15 @@ def _best_trial(study: Study, directions: list[str]) -> FrozenTrial:
     front = study.best_trials
     sign = -1.0 if directions[0] == "maximize" else 1.0
     return min(front, key=lambda t: sign * t.values[0])
+
+
+def _stage_seed(random_state: Any, stage: str) -> int | None:
+    """The default sampler's seed of one study: ``random_state`` for the final stage, and
+    a seed derived from it and the stage's name for each nuisance study, so that studies
+    whose spaces have the same shape do not propose the same values in lockstep."""
+    if random_state is None or stage == "final":
+        return None if random_state is None else int(random_state)
+    import zlib
+
+    entropy = [int(random_state) % 2**32, zlib.crc32(stage.encode())]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
