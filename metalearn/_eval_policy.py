@@ -63,7 +63,7 @@ def policy_value(
       positive, else the control ("treat if CATE > cost", the best variant
       per unit); with ``share``, at most that share of the rows (of the
       weight) is treated, those with the largest predicted net effect (a
-      budget; ties broken by row order).
+      budget; whole rows only, ties broken by row order).
 
     The result also holds treating no one and treating everyone with the
     single best variant, and the gains over both with paired standard errors.
@@ -216,7 +216,10 @@ def budget_curve(
        + \rho_i(q)(\Gamma_{k,i} - c_{k,i} - \Gamma_{c,i})\big),
 
     with the per-variant scores of :func:`policy_value` and the targeted part
-    :math:`\rho_i(q)` of :func:`qini_curve`. ``q = 0`` is treating no one,
+    :math:`\rho_i(q)` of :func:`qini_curve`, which treats part of the row at the
+    boundary, so :math:`V(q)` interpolates linearly between whole rows
+    (``policy_value(share=q)`` treats whole rows only and may differ by that
+    one row's contribution). ``q = 0`` is treating no one,
     ``q = 1`` treating everyone; the maximum shows the best budget. The line
     ``random`` treats a random ``q`` share (Imai and Li 2023 evaluate such
     budget-constrained rules in experiments).
