@@ -54,7 +54,11 @@ class MetaLearner(BaseEstimator):
 
     # Metadata routing: ``w`` (and known propensities) are requested by default
     # so that a Pipeline / GridSearchCV with routing enabled passes them on.
-    __metadata_request__fit: ClassVar[dict[str, bool]] = {"w": True, "propensity": True}
+    __metadata_request__fit: ClassVar[dict[str, bool]] = {
+        "w": True,
+        "propensity": True,
+        "groups": True,
+    }
     # ``score`` needs the treatment too; requested by default so that
     # ``Pipeline.score`` and model searches route it (see ``score``).
     __metadata_request__score: ClassVar[dict[str, bool]] = {"w": True, "propensity": True}
@@ -72,6 +76,7 @@ class MetaLearner(BaseEstimator):
         *,
         sample_weight: Any = None,
         propensity: Any = None,
+        groups: Any = None,
     ) -> MetaLearner:
         """Fit the learner.
 
@@ -91,13 +96,26 @@ class MetaLearner(BaseEstimator):
             Known propensities for a randomized design, used instead of a
             propensity model: a scalar P(treated) with two variants, one
             probability per variant, or an array (n_samples, n_variants).
+        groups : array-like of shape (n_samples,), optional
+            Group labels for clustered rows (students of one school, several
+            rows of one customer). Cross-fitting keeps each group in one fold,
+            so no model predicts a row of a group it was trained on, and the
+            DR-learner's :meth:`ate` standard error is clustered by group.
 
         Returns
         -------
         self : object
             The fitted learner.
         """
-        self._fit(X, y, w, sample_weight=sample_weight, propensity=propensity, honest=False)
+        self._fit(
+            X,
+            y,
+            w,
+            sample_weight=sample_weight,
+            propensity=propensity,
+            groups=groups,
+            honest=False,
+        )
         return self
 
     def fit_predict(
@@ -108,6 +126,7 @@ class MetaLearner(BaseEstimator):
         *,
         sample_weight: Any = None,
         propensity: Any = None,
+        groups: Any = None,
     ) -> np.ndarray:
         """Fit, and return honest out-of-fold CATE estimates for the training rows.
 
@@ -122,7 +141,15 @@ class MetaLearner(BaseEstimator):
         tau : ndarray of shape (n_samples,) or (n_samples, n_variants - 1)
             With a trailing class axis for a multi-class outcome.
         """
-        tau = self._fit(X, y, w, sample_weight=sample_weight, propensity=propensity, honest=True)
+        tau = self._fit(
+            X,
+            y,
+            w,
+            sample_weight=sample_weight,
+            propensity=propensity,
+            groups=groups,
+            honest=True,
+        )
         assert tau is not None
         return self._shape(tau)
 
@@ -313,7 +340,9 @@ class MetaLearner(BaseEstimator):
         if stage not in ("crossfit", "full"):
             raise ValueError(f'`final_stage` must be "crossfit" or "full"; got {stage!r}.')
 
-    def _prepare(self, X: Any, y: Any, w: Any, sample_weight: Any, propensity: Any) -> Data:
+    def _prepare(
+        self, X: Any, y: Any, w: Any, sample_weight: Any, propensity: Any, groups: Any = None
+    ) -> Data:
         return prepare_data(
             X,
             y,
@@ -321,6 +350,7 @@ class MetaLearner(BaseEstimator):
             classification=self._classification,
             sample_weight=sample_weight,
             propensity=propensity,
+            groups=groups,
         )
 
     def _make_nuisance(self) -> Nuisance:
@@ -349,9 +379,11 @@ class MetaLearner(BaseEstimator):
         sample_weight: Any,
         propensity: Any,
         honest: bool,
+        groups: Any = None,
     ) -> np.ndarray | None:
         self._check_common_params()
-        data = self._prepare(X, y, w, sample_weight, propensity)
+        data = self._prepare(X, y, w, sample_weight, propensity, groups)
+        self.groups_ = data.groups
         ci = control_index(data.variants, self.control)
         self.variants_ = data.variants
         self.control_ = data.variants[ci]
@@ -393,7 +425,9 @@ class MetaLearner(BaseEstimator):
             check_finite_X(data.X, {"outcome_model": self._outcome_template()})
             strata = data.w if data.classes is None else data.w * len(data.classes) + data.y
             what = "treatment variant" if data.classes is None else "(variant, outcome class) pair"
-            folds = make_folds(strata, int(self.n_folds), self.random_state, what=what)
+            folds = make_folds(
+                strata, int(self.n_folds), self.random_state, what=what, groups=data.groups
+            )
         self.folds_ = folds
         tau = self._fit_final(data, nuis, folds, honest)
         self.oof_tau_ = tau if honest else None

@@ -25,6 +25,7 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 from joblib import effective_n_jobs
 from sklearn.base import clone
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.utils.parallel import Parallel, delayed
 
 from metalearn import _progress
@@ -96,9 +97,18 @@ def _compact(rows: np.ndarray) -> np.ndarray:
 
 
 def make_folds(
-    strata: np.ndarray, n_folds: int, random_state: int | None, *, what: str = "variant"
+    strata: np.ndarray,
+    n_folds: int,
+    random_state: int | None,
+    *,
+    what: str = "variant",
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """Assign each row to one of ``n_folds`` folds, stratified by ``strata``.
+
+    With ``groups`` (integer codes), every group lies in one fold
+    (:class:`~sklearn.model_selection.StratifiedGroupKFold`), so no model
+    predicts a row whose group it was trained on.
 
     Returns an int array ``fold`` of shape ``(n_samples,)``.
     """
@@ -108,10 +118,34 @@ def make_folds(
             f"Each {what} needs at least n_folds={n_folds} rows for cross-fitting; "
             f"the smallest has {counts.min()}. Lower `n_folds` or collect more data."
         )
-    skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=random_state)
     fold = np.empty(len(strata), dtype=np.intp)
-    for f, (_, test) in enumerate(skf.split(np.zeros((len(strata), 1)), strata)):
+    if groups is None:
+        skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=random_state)
+        for f, (_, test) in enumerate(skf.split(np.zeros((len(strata), 1)), strata)):
+            fold[test] = f
+        return fold
+    n_groups = len(np.unique(groups))
+    if n_groups < n_folds:
+        raise ValueError(
+            f"`groups` has {n_groups} distinct group(s); cross-fitting keeps each group in "
+            f"one fold and needs at least n_folds={n_folds}. Lower `n_folds` or pass finer "
+            "groups."
+        )
+    sgkf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=random_state)
+    with warnings.catch_warnings():
+        # "The least populated class has only k members": checked above, per row.
+        warnings.simplefilter("ignore", UserWarning)
+        splits = list(sgkf.split(np.zeros((len(strata), 1)), strata, groups))
+    for f, (_, test) in enumerate(splits):
         fold[test] = f
+    for f in range(n_folds):
+        present = np.unique(strata[fold != f])
+        if len(present) < len(counts):
+            raise ValueError(
+                f"With `groups`, the rows outside fold {f} lack a {what}: some {what}s occur "
+                "in too few groups to train a model without every group of one fold (e.g. a "
+                "treatment assigned to whole groups). Lower `n_folds` or pass finer groups."
+            )
     return fold
 
 

@@ -37,7 +37,7 @@ from metalearn._crossfit import (
     run_tasks,
     task_seed,
 )
-from metalearn._frames import FrameSchema, encode_features
+from metalearn._frames import FrameSchema, encode_features, to_1d_array
 from metalearn._validation import (
     check_classifier,
     check_finite_X,
@@ -118,6 +118,9 @@ class Data:
     fingerprint : str
         A hash of the data that identifies them (a fitted :class:`Nuisance`
         checks it).
+    groups : ndarray of shape (n_samples,) or None
+        Group codes ``0 .. G-1`` when ``groups`` were given (cross-fitting
+        keeps each group in one fold).
 
     Examples
     --------
@@ -139,6 +142,7 @@ class Data:
     sample_weight: np.ndarray | None
     propensity: np.ndarray | None
     fingerprint: str
+    groups: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -181,6 +185,7 @@ def prepare_data(
     classification: bool,
     sample_weight: Any = None,
     propensity: Any = None,
+    groups: Any = None,
 ) -> Data:
     """Convert and check the user's ``X, y, w`` once.
 
@@ -201,6 +206,8 @@ def prepare_data(
     propensity : float or array-like, optional
         Known propensities: a constant, one per row (two variants) or one per
         row and variant.
+    groups : array-like of shape (n_samples,), optional
+        Group labels (e.g. a school or a customer id); coded as integers.
 
     Returns
     -------
@@ -243,7 +250,8 @@ def prepare_data(
     p = None
     if propensity is not None:
         p = check_propensity(propensity, n, treatment.n_variants)
-    fp = _fingerprint(Xa, yv, treatment.codes, sw, p)
+    g = None if groups is None else encode_groups(groups, n)
+    fp = _fingerprint(Xa, yv, treatment.codes, sw, p, *([] if g is None else [g]))
     return Data(
         X=Xa,
         schema=schema,
@@ -254,7 +262,34 @@ def prepare_data(
         sample_weight=sw,
         propensity=p,
         fingerprint=fp,
+        groups=g,
     )
+
+
+def encode_groups(groups: Any, n: int) -> np.ndarray:
+    """Group labels as integer codes ``0 .. G-1``; missing labels and wrong lengths fail."""
+    arr = to_1d_array(groups, name="groups")
+    if arr.shape[0] != n:
+        raise ValueError(
+            f"`groups` has {arr.shape[0]} entries but `X` has {n} rows: pass one group label "
+            "per row."
+        )
+    if arr.dtype.kind == "f":
+        missing = np.isnan(arr)
+    elif arr.dtype.kind == "O":
+        missing = np.array([v is None or (isinstance(v, float) and np.isnan(v)) for v in arr])
+    else:
+        missing = np.zeros(n, dtype=bool)
+    if missing.any():
+        raise ValueError(
+            f"`groups` has {int(missing.sum())} missing label(s) (NaN or None), first at row "
+            f"{int(np.flatnonzero(missing)[0])}: give every row a group."
+        )
+    try:
+        _, codes = np.unique(arr, return_inverse=True)
+    except TypeError as exc:  # mixed label types
+        raise TypeError(f"`groups` labels must be mutually comparable: {exc}") from None
+    return codes.astype(np.intp)
 
 
 def align_proba(proba: np.ndarray, model_classes: np.ndarray, n_classes: int) -> np.ndarray:
@@ -365,7 +400,14 @@ class Nuisance(BaseEstimator):
 
     # ------------------------------------------------------------------ public
     def fit(
-        self, X: Any, y: Any, w: Any, *, sample_weight: Any = None, propensity: Any = None
+        self,
+        X: Any,
+        y: Any,
+        w: Any,
+        *,
+        sample_weight: Any = None,
+        propensity: Any = None,
+        groups: Any = None,
     ) -> Nuisance:
         """Cross-fit the outcome model per variant and the propensity model.
 
@@ -380,6 +422,9 @@ class Nuisance(BaseEstimator):
             Known propensities (randomized designs) instead of a propensity
             model: a scalar P(treated) for two variants, one probability per
             variant, or an array of shape (n_samples, n_variants).
+        groups : array-like of shape (n_samples,), optional
+            Group labels (a school, a customer with several rows): each group
+            is kept in one cross-fitting fold.
 
         Returns
         -------
@@ -395,6 +440,7 @@ class Nuisance(BaseEstimator):
             classification=self.is_classification,
             sample_weight=sample_weight,
             propensity=propensity,
+            groups=groups,
         )
         self.ensure(data, {"mu", "e"})
         return self
@@ -448,7 +494,7 @@ class Nuisance(BaseEstimator):
             if data.fingerprint != self.fingerprint_:
                 raise ValueError(
                     "This fitted `nuisance` was fitted on different data (X, y, w, "
-                    "sample_weight or propensity differ). A shared Nuisance must be fitted "
+                    "sample_weight, propensity or groups differ). A shared Nuisance must be fitted "
                     "on exactly the data the learner is fitted on; pass an unfitted one to "
                     "refit."
                 )
@@ -503,7 +549,9 @@ class Nuisance(BaseEstimator):
             strata, what = data.w, "treatment variant"
         else:
             strata, what = data.w * len(data.classes) + data.y, "(variant, outcome class) pair"
-        self.folds_ = make_folds(strata, int(self.n_folds), self.random_state, what=what)
+        self.folds_ = make_folds(
+            strata, int(self.n_folds), self.random_state, what=what, groups=data.groups
+        )
         self.fingerprint_ = data.fingerprint
         self.variants_ = data.variants
         self.classes_ = data.classes

@@ -182,7 +182,12 @@ class DRLearner(MetaLearner):
         :math:`\bar\varphi_k` with standard error
         :math:`\mathrm{sd}(\varphi_k)/\sqrt{n}` (weighted versions under
         ``sample_weight``), the influence-function standard error of the
-        cross-fitted AIPW estimator.
+        cross-fitted AIPW estimator. With ``groups`` given to ``fit``, the
+        standard error is cluster-robust: with :math:`\omega_i` the
+        normalised row weights,
+        :math:`\sqrt{\tfrac{G}{G-1}\sum_g \big(\sum_{i\in g}
+        \omega_i(\varphi_{k,i} - \bar\varphi_k)\big)^2}` over the
+        :math:`G` groups.
 
         Returns
         -------
@@ -194,14 +199,22 @@ class DRLearner(MetaLearner):
         phi = self.pseudo_outcomes_
         n = phi.shape[0]
         sw = self._train_weight
-        if sw is None:
-            est = phi.mean(axis=0)
-            se = phi.std(axis=0, ddof=1) / np.sqrt(n)
-        else:
-            wn = sw / sw.sum()
-            est = np.einsum("i,ijd->jd", wn, phi)
-            se = np.sqrt(np.einsum("i,ijd->jd", wn**2, (phi - est) ** 2) * n / (n - 1))
-        return self._effects(est, se, "AIPW", n, level)
+        wn = np.full(n, 1.0 / n) if sw is None else sw / sw.sum()
+        est = np.einsum("i,ijd->jd", wn, phi)
+        groups = getattr(self, "groups_", None)
+        if groups is None:
+            if sw is None:
+                se = phi.std(axis=0, ddof=1) / np.sqrt(n)
+            else:
+                se = np.sqrt(np.einsum("i,ijd->jd", wn**2, (phi - est) ** 2) * n / (n - 1))
+            return self._effects(est, se, "AIPW", n, level)
+        # Cluster-robust: sum the weighted score deviations within each group.
+        G = int(groups.max()) + 1
+        dev = wn[:, None, None] * (phi - est)
+        per_group = np.zeros((G, *phi.shape[1:]))
+        np.add.at(per_group, groups, dev)
+        se = np.sqrt(G / (G - 1) * np.sum(per_group**2, axis=0))
+        return self._effects(est, se, f"AIPW, clustered by {G} groups", n, level)
 
     def predict_outcomes(self, X: Any) -> np.ndarray:
         """Conditional mean outcome of every variant from the outcome models."""
