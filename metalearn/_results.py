@@ -112,3 +112,32 @@ class AverageEffect:
             f"(se {_fmt(self.std_error)}, {self.level:.0%} CI {_fmt(self.ci_low)} to "
             f"{_fmt(self.ci_high)}), method={self.method!r}, n={self.n})"
         )
+
+
+def mean_std_error(
+    psi: np.ndarray, weight: np.ndarray | None = None, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """Standard error of the (weighted) mean of influence values ``psi`` (n, ...).
+
+    Rows independent: ``sd / sqrt(n)`` (weighted: the sandwich form with
+    ``n / (n - 1)``). With integer ``groups`` codes: cluster-robust,
+    ``sqrt(G / (G - 1) * sum_g (sum_{i in g} w_i (psi_i - mean))^2)`` with the
+    normalised weights ``w_i`` (``1 / n`` unweighted) over the ``G`` groups.
+    """
+    n = psi.shape[0]
+    if n < 2:
+        return np.full(psi.shape[1:], np.nan)
+    if weight is None and groups is None:
+        return np.asarray(np.std(psi, axis=0, ddof=1) / np.sqrt(n))
+    wn = np.full(n, 1.0 / n) if weight is None else weight / weight.sum()
+    centre = np.tensordot(wn, psi, axes=1)
+    dev = wn.reshape((n,) + (1,) * (psi.ndim - 1)) * (psi - centre)
+    if groups is None:
+        return np.sqrt(np.sum(dev**2, axis=0) * n / (n - 1))
+    _, codes = np.unique(groups, return_inverse=True)
+    G = int(codes.max()) + 1
+    if G < 2:
+        return np.full(psi.shape[1:], np.nan)
+    per_group = np.zeros((G, *psi.shape[1:]))
+    np.add.at(per_group, codes, dev)
+    return np.sqrt(G / (G - 1) * np.sum(per_group**2, axis=0))

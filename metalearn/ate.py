@@ -40,7 +40,7 @@ from metalearn._causal import (
     trim_mask,
     warn_once,
 )
-from metalearn._results import AverageEffect
+from metalearn._results import AverageEffect, mean_std_error
 from metalearn._validation import control_index
 from metalearn.nuisance import Nuisance, prepare_data
 
@@ -168,17 +168,12 @@ def _check_estimand(estimand: str, allowed: tuple[str, ...] = ("ATE", "ATT")) ->
         raise ValueError(f"`estimand` must be one of {list(allowed)}; got {estimand!r}.")
 
 
-def _if_se(psi: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
-    """Standard error of a mean of influence values ``psi`` (n, ...), optionally weighted."""
-    n = psi.shape[0]
-    if n < 2:
-        return np.full(psi.shape[1:], np.nan)
-    if weight is None:
-        return np.std(psi, axis=0, ddof=1) / np.sqrt(n)
-    wn = weight / weight.sum()
-    centre = np.tensordot(wn, psi, axes=1)
-    var = np.tensordot(wn**2, (psi - centre) ** 2, axes=1) * n / (n - 1)
-    return np.sqrt(var)
+def _if_se(
+    psi: np.ndarray, weight: np.ndarray | None = None, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """Standard error of a mean of influence values ``psi`` (n, ...), optionally weighted
+    or clustered by ``groups``."""
+    return mean_std_error(psi, weight, groups)
 
 
 # ----------------------------------------------------------- difference in means
@@ -469,6 +464,7 @@ def aipw(
     level: float = 0.95,
     random_state: int | None = None,
     n_jobs: int | None = None,
+    groups: Any = None,
 ) -> Any:
     r"""Augmented inverse propensity weighting (doubly robust) estimate, cross-fitted.
 
@@ -540,6 +536,10 @@ def aipw(
         Seeds folds and nuisance models fitted here.
     n_jobs : int, default=None
         Joblib workers.
+    groups : array-like of shape (n_samples,), optional
+        Cluster labels (schools, customers): a nuisance stage fitted here
+        keeps each group in one fold (a fitted one must have been fitted with
+        the same groups), and the standard error is cluster-robust.
 
     Returns
     -------
@@ -617,8 +617,11 @@ def aipw(
         classification=nuis.is_classification,
         sample_weight=sample_weight,
         propensity=propensity,
+        groups=groups,
     )
     nuis.ensure(data, {"mu", "e"})
+    g = data.groups
+    cluster = "" if g is None else f", clustered by {int(g.max()) + 1} groups"
     design = Design(
         X=None,
         schema=None,
@@ -652,7 +655,7 @@ def aipw(
                 )
             phi = phi[keep]
             est = np.average(phi, axis=0, weights=wt)
-            se = _if_se(phi, None if sw is None else wt)
+            se = _if_se(phi, None if sw is None else wt, None if g is None else g[keep])
         else:
             with np.errstate(divide="ignore", invalid="ignore"):
                 odds = np.where(is_c[:, 0] > 0, e[:, k] / e[:, c], 0.0)[:, None]
@@ -661,14 +664,14 @@ def aipw(
             pk = np.average(dk[:, 0], weights=wt)
             est = np.average(num, axis=0, weights=wt) / pk
             psi = (num - dk * est) / pk
-            se = _if_se(psi, None if sw is None else wt)
+            se = _if_se(psi, None if sw is None else wt, None if g is None else g[keep])
         out.append(
             _effect(
                 design,
                 k,
                 est[0] if est.shape[0] == 1 else est,
                 se[0] if se.shape[0] == 1 else se,
-                method=f"AIPW ({estimand})",
+                method=f"AIPW ({estimand}){cluster}",
                 n=int(keep.sum()),
                 level=level,
             )

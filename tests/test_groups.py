@@ -140,3 +140,31 @@ def test_treatment_assigned_to_whole_groups_needs_enough_groups_per_fold() -> No
     w = (g == 0).astype(int)  # one treated group: the folds without it have no treated row
     with pytest.raises(ValueError, match=r"rows outside fold \d+ lack a treatment variant"):
         _linear(ml.TLearner).fit(d["X"], d["y"], w, groups=g)
+
+
+def test_aipw_function_with_groups_matches_the_dr_learner() -> None:
+    d = _clustered()
+    # per-variant outcome models, like the Nuisance that `aipw` fits from templates
+    dr = _linear(ml.DRLearner, outcome_pooling="per_variant")
+    dr.fit(d["X"], d["y"], d["w"], groups=d["g"])
+    own = dr.ate()
+    shared = ml.ate.aipw(d["X"], d["y"], d["w"], learner=dr, groups=d["g"])
+    assert shared.estimate == pytest.approx(own.estimate)
+    assert shared.std_error == pytest.approx(own.std_error)
+    assert "clustered by 40 groups" in shared.method
+    # fitted here, from templates: the folds keep the groups together as well
+    fresh = ml.ate.aipw(
+        d["X"],
+        d["y"],
+        d["w"],
+        outcome_model=LinearRegression(),
+        propensity_model=LogisticRegression(),
+        n_folds=4,
+        random_state=0,
+        groups=d["g"],
+    )
+    assert fresh.estimate == pytest.approx(own.estimate)
+    assert fresh.std_error == pytest.approx(own.std_error)
+    # the learner's nuisance was fitted with groups: reusing it without them is refused
+    with pytest.raises(ValueError, match=r"groups differ"):
+        ml.ate.aipw(d["X"], d["y"], d["w"], learner=dr)

@@ -9,6 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from metalearn._base import MetaLearner
 from metalearn._frames import encode_features
+from metalearn._results import mean_std_error
 from metalearn.nuisance import Data, Nuisance
 
 __all__ = ["DRLearner"]
@@ -199,22 +200,11 @@ class DRLearner(MetaLearner):
         phi = self.pseudo_outcomes_
         n = phi.shape[0]
         sw = self._train_weight
-        wn = np.full(n, 1.0 / n) if sw is None else sw / sw.sum()
-        est = np.einsum("i,ijd->jd", wn, phi)
+        est = phi.mean(axis=0) if sw is None else np.einsum("i,ijd->jd", sw / sw.sum(), phi)
         groups = getattr(self, "groups_", None)
-        if groups is None:
-            if sw is None:
-                se = phi.std(axis=0, ddof=1) / np.sqrt(n)
-            else:
-                se = np.sqrt(np.einsum("i,ijd->jd", wn**2, (phi - est) ** 2) * n / (n - 1))
-            return self._effects(est, se, "AIPW", n, level)
-        # Cluster-robust: sum the weighted score deviations within each group.
-        G = int(groups.max()) + 1
-        dev = wn[:, None, None] * (phi - est)
-        per_group = np.zeros((G, *phi.shape[1:]))
-        np.add.at(per_group, groups, dev)
-        se = np.sqrt(G / (G - 1) * np.sum(per_group**2, axis=0))
-        return self._effects(est, se, f"AIPW, clustered by {G} groups", n, level)
+        se = mean_std_error(phi, sw, groups)
+        method = "AIPW" if groups is None else f"AIPW, clustered by {int(groups.max()) + 1} groups"
+        return self._effects(est, se, method, n, level)
 
     def predict_outcomes(self, X: Any) -> np.ndarray:
         """Conditional mean outcome of every variant from the outcome models."""
