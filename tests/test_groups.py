@@ -168,3 +168,48 @@ def test_aipw_function_with_groups_matches_the_dr_learner() -> None:
     # the learner's nuisance was fitted with groups: reusing it without them is refused
     with pytest.raises(ValueError, match=r"groups differ"):
         ml.ate.aipw(d["X"], d["y"], d["w"], learner=dr)
+
+
+def _one_fold_per_group(folds: np.ndarray, groups: np.ndarray) -> bool:
+    return bool((pd.Series(folds).groupby(groups).nunique() == 1).all())
+
+
+@pytest.mark.parametrize("cv", [None, 3])
+def test_grid_search_keeps_groups_together(cv: int | None) -> None:
+    from sklearn.linear_model import Ridge
+
+    d = _clustered()
+    learner = _linear(ml.DRLearner, effect_model=Ridge())
+    grid = {"effect_model__alpha": [0.1, 10.0]}
+    search = ml.MetaLearnerGridSearch(learner, grid, cv=cv, random_state=0)
+    search.fit(d["X"], d["y"], d["w"], groups=d["g"])
+    assert _one_fold_per_group(search.best_estimator_.folds_, d["g"])
+    plain = ml.MetaLearnerGridSearch(learner, grid, cv=cv, random_state=0)
+    plain.fit(d["X"], d["y"], d["w"])
+    # the folds differ, so do the scores
+    assert not np.allclose(
+        search.results_["r_loss"].to_numpy(), plain.results_["r_loss"].to_numpy()
+    )
+    with pytest.raises(ValueError, match=r"`groups` has 2 distinct group\(s\)"):
+        ml.MetaLearnerGridSearch(learner, grid, cv=cv, random_state=0).fit(
+            d["X"], d["y"], d["w"], groups=d["g"] > "school2"
+        )
+
+
+def test_optuna_search_keeps_groups_together() -> None:
+    from optuna.distributions import FloatDistribution
+    from sklearn.linear_model import Ridge
+
+    d = _clustered()
+    learner = _linear(ml.DRLearner, outcome_model=Ridge(), effect_model=Ridge())
+    space = {
+        "outcome_model__alpha": FloatDistribution(0.1, 10.0, log=True),
+        "effect_model__alpha": FloatDistribution(0.1, 10.0, log=True),
+    }
+    search = ml.MetaLearnerOptunaSearch(
+        learner, space, n_trials=3, nuisance_trials=2, random_state=0
+    )
+    search.fit(d["X"], d["y"], d["w"], groups=d["g"])
+    assert sorted(search.studies_) == ["final", "outcome"]
+    assert _one_fold_per_group(search.best_estimator_.folds_, d["g"])
+    assert "clustered by 40 groups" in search.best_estimator_.ate().method

@@ -77,7 +77,12 @@ class Dataset:
     data: Data
 
     def fit_kwargs(self) -> dict[str, Any]:
-        return {"sample_weight": self.sample_weight, "propensity": self.propensity}
+        # Group codes (not the user's labels): the same folds and data fingerprint.
+        return {
+            "sample_weight": self.sample_weight,
+            "propensity": self.propensity,
+            "groups": self.data.groups,
+        }
 
     def take(self, rows: np.ndarray) -> Dataset:
         d = self.data
@@ -90,6 +95,7 @@ class Dataset:
             sample_weight=sw,
             propensity=p,
             classification=d.classes is not None,
+            groups=None if d.groups is None else d.groups[rows],
         )
 
 
@@ -102,6 +108,7 @@ def make_dataset(
     propensity: Any,
     classification: bool,
     role: str = "",
+    groups: Any = None,
 ) -> Dataset:
     for name, value in (("X", X), ("y", y), ("w", w)):
         if value is None:
@@ -116,6 +123,7 @@ def make_dataset(
         classification=classification,
         sample_weight=sample_weight,
         propensity=propensity,
+        groups=groups,
     )
     return Dataset(X, y, w, sample_weight, propensity, data)
 
@@ -383,7 +391,7 @@ class Evaluator:
         strata = d.w if d.classes is None else d.w * len(d.classes) + d.y
         what = "treatment variant" if d.classes is None else "(variant, outcome class) pair"
         seed = 0 if random_state is None else random_state
-        folds = make_folds(strata, int(self.cv), seed, what=what)
+        folds = make_folds(strata, int(self.cv), seed, what=what, groups=d.groups)
         out = []
         for f in range(int(self.cv)):
             test = np.flatnonzero(folds == f)
@@ -531,8 +539,8 @@ def _mean_scores(parts: list[dict[str, float]]) -> dict[str, float]:
 
 def search_evaluator(
     search: Any,
-    data: tuple[Any, Any, Any, Any, Any],
-    val_data: tuple[Any, Any, Any, Any, Any],
+    data: tuple[Any, Any, Any, Any, Any, Any],
+    val_data: tuple[Any, Any, Any, Any, Any, Any],
     *,
     classification: bool,
     n_jobs: int | None,
@@ -540,15 +548,17 @@ def search_evaluator(
 ) -> Evaluator:
     """The :class:`Evaluator` of a search's ``fit``: training rows and an optional validation set.
 
-    ``data`` and ``val_data`` are ``(X, y, w, sample_weight, propensity)``; the
+    ``data`` and ``val_data`` are ``(X, y, w, sample_weight, propensity, groups)``; the
     search supplies ``cv``, ``random_state``, ``scoring_nuisance`` and
     ``propensity_clip``.
     """
     from metalearn.tuning._report import validation_set
 
-    X, y, w, sw, prop = data
-    train = make_dataset(X, y, w, sample_weight=sw, propensity=prop, classification=classification)
-    X_val, y_val, w_val, sw_val, prop_val = val_data
+    X, y, w, sw, prop, groups = data
+    train = make_dataset(
+        X, y, w, sample_weight=sw, propensity=prop, classification=classification, groups=groups
+    )
+    X_val, y_val, w_val, sw_val, prop_val, groups_val = val_data
     val = None
     if validation_set(X_val, y_val, w_val):
         val = make_dataset(
@@ -559,6 +569,7 @@ def search_evaluator(
             propensity=prop_val,
             classification=classification,
             role="_val",
+            groups=groups_val,
         )
     return Evaluator(
         train,

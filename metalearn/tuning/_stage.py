@@ -93,7 +93,7 @@ class NuisanceStage:
         else:
             strata, what = data.w * len(data.classes) + data.y, "(variant, outcome class) pair"
         seed = 0 if random_state is None else random_state
-        self.folds = make_folds(strata, int(n_folds), seed, what=what)
+        self.folds = make_folds(strata, int(n_folds), seed, what=what, groups=data.groups)
         self.n_folds = int(n_folds)
         K = data.n_variants
         c = control_index(data.variants, control)

@@ -99,6 +99,8 @@ class _BaseSearch(BestEstimatorPredictions, BaseEstimator):
         w_val: Any = None,
         sample_weight_val: Any = None,
         propensity_val: Any = None,
+        groups: Any = None,
+        groups_val: Any = None,
     ) -> _BaseSearch:
         """Fit and score every candidate; pick the best; refit it.
 
@@ -120,6 +122,10 @@ class _BaseSearch(BestEstimatorPredictions, BaseEstimator):
             cross-fitting on the training rows (see ``cv``).
         sample_weight_val, propensity_val : optional
             Weights and known propensities of the validation rows.
+        groups, groups_val : array-like, optional
+            Cluster labels of the training (and validation) rows: every
+            cross-fitting and scoring split keeps each group in one fold, and
+            the candidates are fitted with ``groups``.
 
         Returns
         -------
@@ -140,8 +146,8 @@ class _BaseSearch(BestEstimatorPredictions, BaseEstimator):
         scoring = check_scoring(self.scoring, classification, multi=False)[0]
         ev = search_evaluator(
             self,
-            (X, y, w, sample_weight, propensity),
-            (X_val, y_val, w_val, sample_weight_val, propensity_val),
+            (X, y, w, sample_weight, propensity, groups),
+            (X_val, y_val, w_val, sample_weight_val, propensity_val, groups_val),
             classification=classification,
             n_jobs=self.n_jobs,
         )

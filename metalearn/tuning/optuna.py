@@ -388,11 +388,13 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
         w_val: Any = None,
         sample_weight_val: Any = None,
         propensity_val: Any = None,
+        groups: Any = None,
+        groups_val: Any = None,
     ) -> MetaLearnerOptunaSearch:
         """Run (or resume) the studies, then refit the best learner.
 
         Parameters are those of :meth:`MetaLearnerGridSearch.fit`: training
-        rows, optional known propensities and weights, and an optional
+        rows, optional known propensities, weights and cluster ``groups``, and an optional
         validation set (``X_val``, ``y_val``, ``w_val``) on which final-stage
         trials are scored (the nuisance stage always cross-validates on the
         training rows).
@@ -437,8 +439,8 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
         self._storage_obj = _storage(self.storage)
         ev = search_evaluator(
             self,
-            (X, y, w, sample_weight, propensity),
-            (X_val, y_val, w_val, sample_weight_val, propensity_val),
+            (X, y, w, sample_weight, propensity, groups),
+            (X_val, y_val, w_val, sample_weight_val, propensity_val, groups_val),
             classification=cls_flag,
             n_jobs=None,
             cache_size=16,
