@@ -360,8 +360,8 @@ def _parse_control(value: str, w: Any, treatment: str) -> Any:
     return parsed
 
 
-def _prepare_data(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, list[str]]:
-    """Read the file and check the columns: (frame, X, y, w, features)."""
+def _prepare_data(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, list[str], Any]:
+    """Read the file and check the columns: (frame, X, y, w, features, groups)."""
     import polars as pl
 
     path = Path(args.data)
@@ -375,16 +375,18 @@ def _prepare_data(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, list[st
     _check_columns(df, [args.outcome], "--outcome", path)
     _check_columns(df, [args.treatment], "--treatment", path)
     _check_columns(df, ids, "--id-columns", path)
+    if args.groups is not None:
+        _check_columns(df, [args.groups], "--groups", path)
     if args.outcome == args.treatment:
         raise ValueError("--outcome and --treatment name the same column; they must differ.")
-    reserved = {args.outcome, args.treatment}
+    reserved = {args.outcome, args.treatment} | ({args.groups} - {None})
     if args.features:
         _check_columns(df, args.features, "--features", path)
         clash = [c for c in args.features if c in reserved]
         if clash:
             raise ValueError(
-                f"--features: {', '.join(map(repr, clash))} is the outcome or the treatment; "
-                "leave it out of the features."
+                f"--features: {', '.join(map(repr, clash))} is the outcome, the treatment or "
+                "the groups column; leave it out of the features."
             )
         features = list(dict.fromkeys(args.features))
     else:
@@ -423,7 +425,15 @@ def _prepare_data(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, list[st
             f"({w.head(1).to_list()[0]!r}); estimating an effect needs at least two "
             "(a control and a treatment)."
         )
-    return df, df.select(features), y.to_numpy(), w, features
+    groups = None
+    if args.groups is not None:
+        groups = df.get_column(args.groups)
+        if groups.null_count():
+            raise ValueError(
+                f"--groups: column {args.groups!r} has {groups.null_count()} missing values; "
+                "give every row a group."
+            )
+    return df, df.select(features), y.to_numpy(), w, features, groups
 
 
 def _ci_text(effect: Any) -> str:
@@ -465,13 +475,15 @@ def _build_learner(args: argparse.Namespace, w: Any) -> Any:
     )
 
 
-def _out_of_fold(learner: Any, X: Any, y: Any, w: Any, progress: bool) -> tuple[np.ndarray, float]:
+def _out_of_fold(
+    learner: Any, X: Any, y: Any, w: Any, progress: bool, groups: Any = None
+) -> tuple[np.ndarray, float]:
     """``learner.fit_predict`` as (n_rows, n_effects) and its time in seconds."""
     from metalearn._progress import progress as report
 
     t0 = time.perf_counter()
     with report(progress):
-        tau = np.asarray(learner.fit_predict(X, y, w))
+        tau = np.asarray(learner.fit_predict(X, y, w, groups=groups))
     return tau.reshape(len(y), -1), time.perf_counter() - t0
 
 
@@ -527,9 +539,9 @@ def _write_effects(args: argparse.Namespace, df: Any, tau: np.ndarray, names: li
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    df, X, y, w, features = _prepare_data(args)
+    df, X, y, w, features, groups = _prepare_data(args)
     learner = _build_learner(args, w)
-    tau, elapsed = _out_of_fold(learner, X, y, w, _progress_on(args))
+    tau, elapsed = _out_of_fold(learner, X, y, w, _progress_on(args), groups)
     print(
         f"{args.learner}-learner, LightGBM base models, {args.n_folds}-fold cross-fitting "
         f"({elapsed:.1f} s)"
@@ -642,7 +654,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     _check_positive(args.n_trials, "--n-trials")
     _check_positive(args.nuisance_trials, "--nuisance-trials")
-    df, X, y, w, features = _prepare_data(args)
+    df, X, y, w, features, groups = _prepare_data(args)
     learner = _build_learner(args, w)
     storage = _open_storage(args.storage)
     base = args.study_name or "metalearn"
@@ -664,7 +676,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         with _quiet_optuna():
-            search.fit(X, y, w)
+            search.fit(X, y, w, groups=groups)
     except KeyboardInterrupt:
         kept = "are lost"
         if storage is not None:
@@ -689,7 +701,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     # Honest per-row effects come from a cross-fitted fit of the best settings, as in
     # `metalearn fit` (a refit on all rows, the search's `best_estimator_`, has none).
     oof = clone(learner).set_params(**search.best_params_)
-    tau, seconds = _out_of_fold(oof, X, y, w, progress)
+    tau, seconds = _out_of_fold(oof, X, y, w, progress, groups)
     print(f"best settings refitted by {args.n_folds}-fold cross-fitting ({seconds:.1f} s):")
     _print_effects(oof, tau)
     _write_effects(args, df, tau, oof._effect_names())
@@ -758,6 +770,12 @@ def _add_data_arguments(parser: argparse.ArgumentParser, out_help: str) -> None:
         nargs="+",
         metavar="COL",
         help="columns copied to the output to identify rows (default: a row number)",
+    )
+    parser.add_argument(
+        "--groups",
+        metavar="COL",
+        help="cluster column (a school, a customer): each group stays in one cross-fitting "
+        "fold and the AIPW standard error is clustered",
     )
     parser.add_argument("--out", metavar="FILE", help=out_help)
     parser.add_argument("--n-folds", type=int, default=5, help="cross-fitting folds (default 5)")

@@ -165,7 +165,7 @@ ERRORS = [
     (["--data", "{csv}", "--outcome", "revenue", "--treatment", "treated"], "--outcome: column"),
     (["--data", "{csv}", "--outcome", "spend", "--treatment", "arm"], "--treatment: column"),
     (["--data", "{csv}", *BASE, "--features", "x0", "x9"], "--features: column(s) 'x9'"),
-    (["--data", "{csv}", *BASE, "--features", "x0", "spend"], "is the outcome or the treatment"),
+    (["--data", "{csv}", *BASE, "--features", "x0", "spend"], "is the outcome, the treatment or the groups column"),
     (["--data", "{csv}", *BASE, "--id-columns", "id"], "--id-columns: column(s) 'id'"),
     (["--data", "{one}", *BASE], "--treatment: column 'treated' has a single value (1)"),
     (
@@ -506,3 +506,81 @@ def test_tune_interrupted_says_how_to_resume(
         "metalearn: interrupted; the finished trials are kept in --storage: run the same "
         "command to resume.\n"
     )
+
+
+def test_fit_with_groups_keeps_groups_in_folds_and_clusters_the_ate(
+    tmp_path: Path, frame: pl.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = frame.with_columns((pl.int_range(pl.len()) // 10).alias("store"))
+    path = tmp_path / "stores.csv"
+    data.write_csv(path)
+    out = tmp_path / "effects.parquet"
+    rc, stdout, err = _run(
+        capsys,
+        "fit",
+        "--data",
+        str(path),
+        *BASE,
+        "--id-columns",
+        "customer",
+        "--groups",
+        "store",
+        "--out",
+        str(out),
+    )
+    assert rc == 0, err
+    assert "clustered by 30 groups" in stdout
+    assert "300 rows, 4 features" in stdout  # the groups column is not a feature
+    # the same as the DR-learner fitted by hand with groups
+    learner = ml.DRLearner(
+        outcome_model=_small_model("reg"),
+        propensity_model=_small_model("clf"),
+        effect_model=_small_model("reg"),
+        n_folds=2,
+        n_jobs=1,
+        random_state=0,
+    )
+    X = data.select("x0", "x1", "x2", "region")
+    tau = learner.fit_predict(X, data["spend"].to_numpy(), data["treated"], groups=data["store"])
+    np.testing.assert_allclose(pl.read_parquet(out)["tau_1_vs_0"].to_numpy(), tau)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--groups", "nowhere"], "--groups"),
+        (["--groups", "x0", "--features", "x0", "x1"], "the groups column"),
+    ],
+)
+def test_fit_groups_errors(
+    csv: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    rc, _stdout, err = _run(capsys, "fit", "--data", str(csv), *BASE, *extra)
+    assert rc == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_tune_with_groups_refits_with_clustered_ate(
+    tmp_path: Path, tune_frame: pl.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "grouped.csv"
+    tune_frame.with_columns((pl.int_range(pl.len()) % 12).alias("store")).write_csv(path)
+    out = tmp_path / "effects.parquet"
+    rc, stdout, err = _run(
+        capsys,
+        "tune",
+        "--data",
+        str(path),
+        *TUNE,
+        "--n-trials",
+        "1",
+        "--nuisance-trials",
+        "1",
+        "--groups",
+        "store",
+        "--out",
+        str(out),
+    )
+    assert rc == 0, err
+    assert "clustered by 12 groups" in stdout
+    assert pl.read_parquet(out).height == tune_frame.height
