@@ -165,7 +165,7 @@ ERRORS = [
     (["--data", "{csv}", "--outcome", "revenue", "--treatment", "treated"], "--outcome: column"),
     (["--data", "{csv}", "--outcome", "spend", "--treatment", "arm"], "--treatment: column"),
     (["--data", "{csv}", *BASE, "--features", "x0", "x9"], "--features: column(s) 'x9'"),
-    (["--data", "{csv}", *BASE, "--features", "x0", "spend"], "is the outcome, the treatment or the groups column"),
+    (["--data", "{csv}", *BASE, "--features", "x0", "spend"], "the treatment or the groups column"),
     (["--data", "{csv}", *BASE, "--id-columns", "id"], "--id-columns: column(s) 'id'"),
     (["--data", "{one}", *BASE], "--treatment: column 'treated' has a single value (1)"),
     (
