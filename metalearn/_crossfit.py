@@ -311,7 +311,7 @@ def run_tasks(
     for i, (t, name) in enumerate(zip(tasks, auto, strict=True)):
         if name is not None:  # a thread count set by the thread rule, not by the user
             t.estimator.set_params(**{name: max(1, cpus // (busy if i < head else tail))})
-    reporting = _progress.bar_enabled()
+    reporting = _progress.current() is not None
 
     def run(part: list[Task], width: int) -> Any:
         if width == 1:

@@ -113,11 +113,6 @@ def current() -> _Settings | None:
     return _ACTIVE.get()
 
 
-def bar_enabled() -> bool:
-    """Whether progress reports are on in the current context."""
-    return _ACTIVE.get() is not None
-
-
 def bar(total: int, desc: str, settings: _Settings | None = None) -> Bar | None:
     """A :class:`Bar` when progress reports are on (and there is work), else ``None``.
 

@@ -168,14 +168,6 @@ def _check_estimand(estimand: str, allowed: tuple[str, ...] = ("ATE", "ATT")) ->
         raise ValueError(f"`estimand` must be one of {list(allowed)}; got {estimand!r}.")
 
 
-def _if_se(
-    psi: np.ndarray, weight: np.ndarray | None = None, groups: np.ndarray | None = None
-) -> np.ndarray:
-    """Standard error of a mean of influence values ``psi`` (n, ...), optionally weighted
-    or clustered by ``groups``."""
-    return mean_std_error(psi, weight, groups)
-
-
 # ----------------------------------------------------------- difference in means
 def difference_in_means(
     X: Any,
@@ -425,7 +417,7 @@ def ipw(
                 est = (yk_sum - yc_sum) / dk.sum()
                 psi = (wk * y_ - wc * y_ - dk * est) / pk
             weights = wk + wc
-        se = _if_se(psi[keep])
+        se = mean_std_error(psi[keep])
         kind = "stabilised" if stabilized else "Horvitz-Thompson"
         out.append(
             _effect(
@@ -655,7 +647,7 @@ def aipw(
                 )
             phi = phi[keep]
             est = np.average(phi, axis=0, weights=wt)
-            se = _if_se(phi, None if sw is None else wt, None if g is None else g[keep])
+            se = mean_std_error(phi, None if sw is None else wt, None if g is None else g[keep])
         else:
             with np.errstate(divide="ignore", invalid="ignore"):
                 odds = np.where(is_c[:, 0] > 0, e[:, k] / e[:, c], 0.0)[:, None]
@@ -664,7 +656,7 @@ def aipw(
             pk = np.average(dk[:, 0], weights=wt)
             est = np.average(num, axis=0, weights=wt) / pk
             psi = (num - dk * est) / pk
-            se = _if_se(psi, None if sw is None else wt, None if g is None else g[keep])
+            se = mean_std_error(psi, None if sw is None else wt, None if g is None else g[keep])
         out.append(
             _effect(
                 design,

@@ -23,6 +23,7 @@ import os
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -674,7 +675,5 @@ def _stage_seed(random_state: Any, stage: str) -> int | None:
     whose spaces have the same shape do not propose the same values in lockstep."""
     if random_state is None or stage == "final":
         return None if random_state is None else int(random_state)
-    import zlib
-
     entropy = [int(random_state) % 2**32, zlib.crc32(stage.encode())]
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
