@@ -21,11 +21,10 @@ from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted
 
 from metalearn import _progress
-from metalearn._causal import frame_backend, take_rows
+from metalearn._causal import frame_backend
 from metalearn._crossfit import n_workers, prepare_estimator
-from metalearn._frames import encode_features, to_1d_array, to_native_frame
-from metalearn._validation import encode_treatment
-from metalearn.nuisance import Nuisance, default_classifier, default_regressor
+from metalearn._frames import encode_features, to_native_frame
+from metalearn.nuisance import Data, Nuisance, default_classifier, default_regressor
 
 __all__ = ["CATEIntervals", "LinearCATEInference", "bootstrap_cate", "linear_dr_inference"]
 
@@ -141,12 +140,12 @@ def _replicate_learner(learner: Any, workers: int, seed: int) -> Any:
     return model
 
 
-def _one_replicate(
-    learner: Any, X: Any, y: np.ndarray, w: np.ndarray, X_new: Any, rows: np.ndarray
-) -> np.ndarray:
-    Xb = take_rows(X, rows)
-    learner.fit(Xb, y[rows], w[rows])
-    return np.asarray(learner.predict(X_new), dtype=np.float64)
+def _one_replicate(learner: Any, data: Data, Xa_new: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    # The replicate's rows are slices of the converted data; the original row of each
+    # draw is its group, so every copy of a row lies in one cross-fitting fold and no
+    # "out-of-fold" prediction comes from a model that saw an exact copy of its row.
+    learner._fit_data(data.take(rows, groups=rows), honest=False)
+    return learner._shape(learner._predict_tau(Xa_new))
 
 
 def bootstrap_cate(
@@ -180,11 +179,12 @@ def bootstrap_cate(
     its learner from ``SeedSequence(random_state).spawn`` so results do not
     depend on ``n_jobs``. A learner holding a fitted
     :class:`~metalearn.Nuisance` is refitted from that nuisance's settings in
-    each replicate. Duplicated rows may fall in different cross-fitting
-    folds, which makes nuisance predictions of those rows slightly
-    in-sample; intervals reflect the learner's variability, not its bias.
-    A categorical level absent from a replicate raises at prediction when
-    it occurs in ``X_new``.
+    each replicate. The data are converted once; replicates slice the
+    converted arrays (so the category lists are the full data's), and every
+    copy of a resampled row lies in one cross-fitting fold (the original row
+    is its group), so no out-of-fold prediction comes from a model that saw
+    a copy of its row. Intervals reflect the learner's variability, not its
+    bias.
 
     Parameters
     ----------
@@ -236,18 +236,19 @@ def bootstrap_cate(
         raise ValueError(f"`level` must be in (0, 1), e.g. 0.95; got {level!r}.")
     if method not in ("percentile", "normal"):
         raise ValueError(f"`method` must be 'percentile' or 'normal'; got {method!r}.")
-    n = encode_features(X)[0].shape[0]
-    y_arr = to_1d_array(y, name="y")
-    w_arr = to_1d_array(w, name="w")
-    codes = encode_treatment(w_arr, n).codes
     X_pred = X if X_new is None else X_new
     full = clone(learner)
     nuis = full.get_params(deep=False).get("nuisance")
     if nuis is not None and hasattr(nuis, "fingerprint_"):
         full.set_params(nuisance=Nuisance(**nuis.get_params(deep=False)))
-    full.fit(X, y_arr, w_arr)
-    estimate = np.asarray(full.predict(X_pred), dtype=np.float64)
+    full._check_common_params()
+    # The one conversion of the user's data: replicates slice these arrays.
+    data = full._prepare(X, y, w, None, None, None)
+    full._fit_data(data, honest=False)
+    Xa_pred, _ = encode_features(X_pred, full.schema_)
+    estimate = np.asarray(full._shape(full._predict_tau(Xa_pred)), dtype=np.float64)
     names = list(full._effect_names())
+    codes = data.w
 
     seeds = np.random.SeedSequence(random_state).spawn(int(n_boot))
     groups = [np.flatnonzero(codes == k) for k in range(int(codes.max()) + 1)]
@@ -262,10 +263,10 @@ def bootstrap_cate(
         jobs.append((_replicate_learner(learner, workers, seed), rows))
     with _progress.progress(False):  # one bar for the replicates, none per replicate fit
         if workers == 1:
-            runs: Any = (_one_replicate(m, X, y_arr, w_arr, X_pred, r) for m, r in jobs)
+            runs: Any = (_one_replicate(m, data, Xa_pred, r) for m, r in jobs)
         else:
             runs = Parallel(n_jobs=n_jobs, return_as="generator" if reporting else "list")(
-                delayed(_one_replicate)(m, X, y_arr, w_arr, X_pred, r) for m, r in jobs
+                delayed(_one_replicate)(m, data, Xa_pred, r) for m, r in jobs
             )
         reps = _progress.track(runs, len(jobs), "bootstrap replicates", settings=outer)
     boot = np.stack(reps)

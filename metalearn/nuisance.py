@@ -116,8 +116,8 @@ class Data:
     propensity : ndarray of shape (n_samples, n_variants) or None
         Known propensities of every variant, if given.
     fingerprint : str
-        A hash of the data that identifies them (a fitted :class:`Nuisance`
-        checks it).
+        A hash of every row of every array, computed on first use (a fitted
+        :class:`Nuisance` checks it).
     groups : ndarray of shape (n_samples,) or None
         Group codes ``0 .. G-1`` when ``groups`` were given (cross-fitting
         keeps each group in one fold).
@@ -141,8 +141,58 @@ class Data:
     variants: np.ndarray
     sample_weight: np.ndarray | None
     propensity: np.ndarray | None
-    fingerprint: str
     groups: np.ndarray | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of every array (computed once, on first use)."""
+        fp = self.__dict__.get("_fingerprint")
+        if fp is None:
+            g = [] if self.groups is None else [self.groups]
+            fp = _fingerprint(self.X, self.y, self.w, self.sample_weight, self.propensity, *g)
+            self.__dict__["_fingerprint"] = fp
+        return fp
+
+    def take(self, rows: np.ndarray, *, groups: np.ndarray | None = None) -> Data:
+        """The rows ``rows`` (positions, repeats allowed) as a new ``Data``.
+
+        Subsets (outer folds of a search, bootstrap replicates, refutation
+        subsets) slice the converted arrays: the column schema (names and
+        category lists) is the full data's, and nothing is converted again.
+
+        Parameters
+        ----------
+        rows : ndarray of int
+            Row positions.
+        groups : ndarray of shape (len(rows),), optional
+            Group codes for the subset, replacing the sliced ones (a bootstrap
+            replicate passes the original row of each draw, so that every
+            copy of a row lies in one cross-fitting fold).
+
+        Returns
+        -------
+        Data
+        """
+        rows = np.asarray(rows)
+        if groups is not None:
+            _, g = np.unique(np.asarray(groups), return_inverse=True)
+            new_groups: np.ndarray | None = g.astype(np.intp)
+        elif self.groups is not None:
+            _, g = np.unique(self.groups[rows], return_inverse=True)
+            new_groups = g.astype(np.intp)
+        else:
+            new_groups = None
+        return Data(
+            X=self.X[rows],
+            schema=self.schema,
+            y=self.y[rows],
+            classes=self.classes,
+            w=self.w[rows],
+            variants=self.variants,
+            sample_weight=None if self.sample_weight is None else self.sample_weight[rows],
+            propensity=None if self.propensity is None else self.propensity[rows],
+            groups=new_groups,
+        )
 
     @property
     def n(self) -> int:
@@ -168,12 +218,20 @@ class Data:
 
 
 def _fingerprint(X: np.ndarray, *arrays: np.ndarray | None) -> str:
+    """A hash of every row of ``X`` and of the other arrays (``None`` counts too).
+
+    Every byte is read (about 1 s per GB): a fitted :class:`Nuisance` is reused
+    only for exactly the data it was fitted on, whatever rows differ.
+    """
     h = hashlib.blake2b(digest_size=16)
     h.update(np.asarray(X.shape, dtype=np.int64).tobytes())
-    step = max(1, X.shape[0] // 2000)
-    h.update(np.ascontiguousarray(X[::step]).tobytes())
+    h.update(np.ascontiguousarray(X).data)
     for a in arrays:
-        h.update(b"|" if a is None else np.ascontiguousarray(a).tobytes())
+        if a is None:
+            h.update(b"|")
+        else:
+            h.update(b"#" + str(a.dtype).encode() + np.asarray(a.shape, dtype=np.int64).tobytes())
+            h.update(np.ascontiguousarray(a).data)
     return h.hexdigest()
 
 
@@ -186,6 +244,7 @@ def prepare_data(
     sample_weight: Any = None,
     propensity: Any = None,
     groups: Any = None,
+    schema: FrameSchema | None = None,
 ) -> Data:
     """Convert and check the user's ``X, y, w`` once.
 
@@ -208,6 +267,9 @@ def prepare_data(
         row and variant.
     groups : array-like of shape (n_samples,), optional
         Group labels (e.g. a school or a customer id); coded as integers.
+    schema : FrameSchema, optional
+        Encode ``X`` with a schema learned before (validation rows of a
+        search are encoded like its training rows); ``None`` learns one.
 
     Returns
     -------
@@ -233,7 +295,7 @@ def prepare_data(
     """
     if X is None:
         raise ValueError("`X` is required.")
-    Xa, schema = encode_features(X)
+    Xa, schema = encode_features(X, schema)
     n = Xa.shape[0]
     if n < 2:
         raise ValueError(
@@ -251,7 +313,6 @@ def prepare_data(
     if propensity is not None:
         p = check_propensity(propensity, n, treatment.n_variants)
     g = None if groups is None else encode_groups(groups, n)
-    fp = _fingerprint(Xa, yv, treatment.codes, sw, p, *([] if g is None else [g]))
     return Data(
         X=Xa,
         schema=schema,
@@ -261,7 +322,6 @@ def prepare_data(
         variants=treatment.variants,
         sample_weight=sw,
         propensity=p,
-        fingerprint=fp,
         groups=g,
     )
 
@@ -430,9 +490,14 @@ class Nuisance(BaseEstimator):
         -------
         self : Nuisance
         """
-        for attr in ("fingerprint_", "models_", "oof_"):
-            if hasattr(self, attr):
-                delattr(self, attr)
+        if hasattr(self, "fingerprint_"):
+            raise RuntimeError(
+                "This Nuisance is already fitted, and learners fitted with it read its "
+                "models and out-of-fold predictions: refitting it in place would change "
+                "them silently. Fit a new one instead: `sklearn.base.clone(nuisance)` "
+                "does not copy a fitted Nuisance, so use "
+                "`Nuisance(**nuisance.get_params(deep=False)).fit(X, y, w)`."
+            )
         data = prepare_data(
             X,
             y,
@@ -443,6 +508,18 @@ class Nuisance(BaseEstimator):
             groups=groups,
         )
         self.ensure(data, {"mu", "e"})
+        return self
+
+    def fit_data(self, data: Data, kinds: set[str] | None = None) -> Nuisance:
+        """Fit on already prepared :class:`Data` (a subset of converted rows).
+
+        The entry point of the package's own subsets (outer folds of a search,
+        bootstrap replicates): nothing is converted again. Refitting a fitted
+        Nuisance raises, as in :meth:`fit`.
+        """
+        if hasattr(self, "fingerprint_"):
+            raise RuntimeError("This Nuisance is already fitted; fit a new one.")
+        self.ensure(data, {"mu", "e"} if kinds is None else kinds)
         return self
 
     @property
@@ -482,7 +559,7 @@ class Nuisance(BaseEstimator):
     def has(self, kind: str) -> bool:
         return hasattr(self, "models_") and kind in self.models_
 
-    def ensure(self, data: Data, kinds: set[str]) -> None:
+    def ensure(self, data: Data, kinds: set[str], *, finite_checked: bool = False) -> None:
         """Fit the nuisance kinds in ``kinds`` not fitted yet, in one flat batch.
 
         Kinds: ``"mu"`` (cross-fitted outcome models per variant),
@@ -499,7 +576,7 @@ class Nuisance(BaseEstimator):
                     "refit."
                 )
         else:
-            self._start(data)
+            self._start(data, finite_checked=finite_checked)
         todo = sorted(k for k in kinds if k not in self.models_)
         if "mu_full" in todo and "mu" in self.models_:
             todo.remove("mu_full")  # fold models serve out-of-sample prediction
@@ -520,7 +597,7 @@ class Nuisance(BaseEstimator):
         for kind, a, b in spans:
             self._collect(kind, data, tasks[a:b], results[a:b])
 
-    def _start(self, data: Data) -> None:
+    def _start(self, data: Data, *, finite_checked: bool = False) -> None:
         if self.is_classification:
             check_classifier(self._outcome_template(), "outcome_model")
         check_classifier(self._propensity_template(), "propensity_model")
@@ -531,20 +608,28 @@ class Nuisance(BaseEstimator):
                 '`outcome_pooling` must be "per_variant" or "pooled"; got '
                 f"{self.outcome_pooling!r}."
             )
-        check_finite_X(
-            data.X,
-            {
-                "outcome_model": self._outcome_template(),
-                "propensity_model": None
-                if data.propensity is not None
-                else self._propensity_template(),
-            },
-        )
-        if data.sample_weight is not None and not accepts_sample_weight(self._outcome_template()):
-            raise TypeError(
-                "`sample_weight` was given but `outcome_model` "
-                f"({type(self._outcome_template()).__name__}) does not accept it in fit."
+        if not finite_checked:
+            check_finite_X(
+                data.X,
+                {
+                    "outcome_model": self._outcome_template(),
+                    "propensity_model": None
+                    if data.propensity is not None
+                    else self._propensity_template(),
+                },
             )
+        if data.sample_weight is not None:
+            models = [("outcome_model", self._outcome_template())]
+            if data.propensity is None:
+                models.append(("propensity_model", self._propensity_template()))
+            for name, model in models:
+                if not accepts_sample_weight(model):
+                    raise TypeError(
+                        f"`sample_weight` was given but `{name}` ({type(model).__name__}) "
+                        "does not accept it in fit: every base model must take the weights "
+                        "(an unweighted model would estimate another population's "
+                        "quantity). Use a model whose `fit` takes `sample_weight`."
+                    )
         if data.classes is None:
             strata, what = data.w, "treatment variant"
         else:
@@ -625,7 +710,7 @@ class Nuisance(BaseEstimator):
                         estimator=est,
                         train=train,
                         target=data.w,  # indexed by `train` when the task runs
-                        sample_weight=None if sw is None or not accepts_sample_weight(est) else sw,
+                        sample_weight=sw,
                         predict_rows=np.flatnonzero(folds == f),
                         method="predict_proba",
                         fit_params=self._fit_params(est, data),

@@ -1,0 +1,125 @@
+"""The engine's data path: one conversion, sliced subsets, immutable fitted stages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+
+import metalearn as ml
+from metalearn.nuisance import prepare_data
+
+LIN = {"outcome_model": LinearRegression(), "propensity_model": LogisticRegression()}
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return ml.datasets.simulate_nie_wager("C", n=600, seed=0)
+
+
+def test_refitting_a_fitted_nuisance_raises_and_learners_keep_their_fit(sim):
+    nuis = ml.Nuisance(**LIN, n_folds=2, random_state=0).fit(sim.X, sim.y, sim.w)
+    dr = ml.DRLearner(nuisance=nuis, effect_model=LinearRegression()).fit(sim.X, sim.y, sim.w)
+    before = dr.predict(sim.X[:20])
+    other = ml.datasets.simulate_nie_wager("C", n=600, seed=1)
+    with pytest.raises(RuntimeError, match=r"already fitted.*Nuisance\(\*\*nuisance"):
+        nuis.fit(other.X, other.y, other.w)
+    np.testing.assert_array_equal(dr.predict(sim.X[:20]), before)
+    # The documented way to refit: a new object from the same settings.
+    fresh = ml.Nuisance(**nuis.get_params(deep=False)).fit(other.X, other.y, other.w)
+    assert fresh is not nuis
+
+
+def test_fingerprint_sees_every_row():
+    sim = ml.datasets.simulate_nie_wager("A", n=5000, seed=0)
+    X = np.array(sim.X)
+    nuis = ml.Nuisance(**LIN, n_folds=2, random_state=0).fit(X, sim.y, sim.w)
+    changed = X.copy()
+    changed[1::2, 0] += 1.0  # every odd row differs
+    with pytest.raises(ValueError, match="fitted on different data"):
+        ml.DRLearner(nuisance=nuis, effect_model=LinearRegression()).fit(changed, sim.y, sim.w)
+    one_row = X.copy()
+    one_row[4321, 3] = -one_row[4321, 3]
+    with pytest.raises(ValueError, match="fitted on different data"):
+        ml.TLearner(nuisance=nuis).fit(one_row, sim.y, sim.w)
+
+
+def test_sample_weight_with_a_propensity_model_that_cannot_take_it_raises(sim):
+    sw = np.ones(len(sim.y))
+    nuis = ml.Nuisance(
+        outcome_model=LinearRegression(), propensity_model=KNeighborsClassifier(), n_folds=2
+    )
+    with pytest.raises(TypeError, match="`propensity_model` \\(KNeighborsClassifier\\)"):
+        nuis.fit(sim.X, sim.y, sim.w, sample_weight=sw)
+    # Known propensities need no propensity model, so the weights are fine then.
+    ml.Nuisance(
+        outcome_model=LinearRegression(), propensity_model=KNeighborsClassifier(), n_folds=2
+    ).fit(sim.X, sim.y, sim.w, sample_weight=sw, propensity=0.5)
+
+
+def test_data_take_slices_arrays_and_keeps_the_schema():
+    pl = pytest.importorskip("polars")
+    X = pl.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "c": ["x", "y", "z", "x"]})
+    data = prepare_data(X, [1.0, 2.0, 3.0, 4.0], [0, 1, 0, 1], classification=False)
+    sub = data.take(np.array([0, 3, 3]))
+    assert sub.schema is data.schema
+    np.testing.assert_array_equal(sub.X, data.X[[0, 3, 3]])
+    np.testing.assert_array_equal(sub.w, [0, 1, 1])
+    assert sub.fingerprint != data.fingerprint
+    # Group codes of a subset are renumbered 0..G-1.
+    assert data.take(np.array([2, 0]), groups=np.array([7, 7])).groups.tolist() == [0, 0]
+
+
+def test_bootstrap_keeps_every_copy_of_a_row_in_one_fold(sim, monkeypatch):
+    seen = []
+    original = ml.TLearner._fit_data
+
+    def spy(self, data, *, honest):
+        out = original(self, data, honest=honest)
+        seen.append((data.X.copy(), self.nuisance_.folds_.copy()))
+        return out
+
+    monkeypatch.setattr(ml.TLearner, "_fit_data", spy)
+    t = ml.TLearner(outcome_model=LinearRegression(), n_folds=3, random_state=0)
+    ml.inference.bootstrap_cate(t, sim.X, sim.y, sim.w, X_new=sim.X[:5], n_boot=3, random_state=0)
+    replicates = seen[1:]
+    assert len(replicates) == 3
+    for X_rep, folds in replicates:
+        _, row_id = np.unique(X_rep, axis=0, return_inverse=True)
+        row_id = row_id.ravel()
+        assert len(np.unique(row_id)) < len(row_id)  # the replicate has copies
+        for r in np.unique(row_id):
+            assert len(np.unique(folds[row_id == r])) == 1
+
+
+def test_grid_search_outer_folds_know_a_category_seen_in_one_row():
+    pl = pytest.importorskip("polars")
+    sim = ml.datasets.simulate_nie_wager("B", n=300, seed=0)
+    city = np.array(["a", "b"] * 150, dtype=object)
+    city[17] = "rare"
+    X = pl.DataFrame({f"x{j}": sim.X[:, j] for j in range(3)}).with_columns(
+        pl.Series("city", city)
+    )
+    search = ml.MetaLearnerGridSearch(
+        ml.TLearner(outcome_model=LinearRegression(), n_folds=2, random_state=0),
+        {},
+        cv=3,
+        scoring_nuisance=ml.Nuisance(**LIN, n_folds=2, random_state=0),
+    ).fit(X, sim.y, sim.w)
+    assert np.isfinite(search.results_["r_loss"].to_numpy()).all()
+
+
+def test_features_are_checked_for_nan_once_per_fit(sim, monkeypatch):
+    import metalearn._base as base
+    import metalearn.nuisance as nuisance_module
+
+    calls = []
+
+    def counting(X, models, **kw):
+        calls.append(1)
+
+    monkeypatch.setattr(base, "check_finite_X", counting)
+    monkeypatch.setattr(nuisance_module, "check_finite_X", counting)
+    ml.DRLearner(**LIN, effect_model=LinearRegression(), n_folds=2).fit(sim.X, sim.y, sim.w)
+    assert len(calls) == 1
