@@ -6,22 +6,41 @@ narwhals, so that the rest of metalearn only ever sees numpy arrays.
 Categorical columns (pandas ``category``, Polars ``Categorical``/``Enum``,
 string columns of either) are encoded to integer codes stored as floats (a
 missing value becomes ``NaN``). The category list of each column is fixed at
-``fit``: it is the sorted list of the distinct non-missing values seen there,
-so that pandas and Polars inputs give identical codes. A value at predict
-time that was not seen at fit raises a :class:`ValueError` naming the column
-and the values. Base models that know about categorical features (LightGBM)
-are told which columns are categorical; other models receive the codes as
-ordinary numbers.
+``fit``, and code ``k`` stands for its ``k``-th entry:
+
+* a pandas ``category`` column or a Polars ``Enum`` column declares its
+  categories: they are the list, in their declared order, including
+  categories that do not occur in the data (which may then occur at predict);
+* any other categorical column (Polars ``Categorical``, whose category list
+  can be shared with other columns, and string columns) gets the sorted list
+  of the distinct non-missing values seen at fit.
+
+Either way, a pandas and a Polars frame holding the same values with the same
+declared categories get identical codes. Categories are compared as strings.
+A value at predict time that is not in the list raises a :class:`ValueError`
+naming the column and the values, or, with ``handle_unknown="missing"``, is
+encoded as a missing value with a :class:`UserWarning`. Base models that know
+about categorical features (LightGBM) are told which columns are categorical;
+other models receive the codes as ordinary numbers.
+
+A column of the generic object dtype holding numbers (and missing values) is
+numeric; one holding strings is categorical; one mixing numbers and other
+values is rejected. Column names are handled as strings, so names that are
+equal as strings (pandas ``1`` and ``"1"``) or duplicated are rejected.
 """
 
 from __future__ import annotations
 
+import numbers
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import narwhals.stable.v2 as nw
 import numpy as np
+from narwhals.exceptions import DuplicateError
 
 __all__ = ["FrameSchema", "encode_features", "to_native_frame", "to_1d_array"]
 
@@ -37,7 +56,10 @@ class FrameSchema:
     feature_names : tuple of str or None
         Column names when ``X`` was a dataframe, else ``None``.
     categories : dict
-        Column position -> sorted array of the categories seen at fit.
+        Column position -> array of the category labels (as strings) of that
+        column; code ``k`` stands for ``categories[k]``. The declared categories
+        in their order for a pandas ``category`` or Polars ``Enum`` column, else
+        the sorted distinct values seen at fit.
     backend : object or None
         The narwhals implementation of the input frame (``None`` for numpy).
     owner : str or None
@@ -64,12 +86,29 @@ def _is_sparse(X: Any) -> bool:
     return hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse")
 
 
+HANDLE_UNKNOWN = ("error", "missing")
+
+
+def _from_native(X: Any, name: str) -> Any:
+    """``nw.from_native`` (pass-through) with a clear error for duplicate column names."""
+    try:
+        return nw.from_native(X, pass_through=True)
+    except DuplicateError as exc:
+        counts = Counter(list(getattr(X, "columns", ())))
+        shown = ", ".join(f"{c!r} ({k} times)" for c, k in counts.items() if k > 1)
+        raise ValueError(
+            f"`{name}` has duplicate column names: {shown or exc}. Each column needs its "
+            "own name: rename or drop the duplicates (for pandas, e.g. "
+            f"`{name}.loc[:, ~{name}.columns.duplicated()]` keeps the first of each)."
+        ) from exc
+
+
 def as_narwhals(X: Any, *, name: str = "X") -> Any:
     """Return a narwhals eager DataFrame for a frame input, or ``None`` for arrays.
 
     Lazy frames are collected, with a :class:`UserWarning` saying so.
     """
-    obj = nw.from_native(X, pass_through=True)
+    obj = _from_native(X, name)
     if isinstance(obj, nw.LazyFrame):
         warnings.warn(
             f"`{name}` is a lazy frame; metalearn collects it into memory before fitting. "
@@ -83,40 +122,146 @@ def as_narwhals(X: Any, *, name: str = "X") -> Any:
     return None
 
 
+def _check_column_names(columns: list[Any], name: str) -> None:
+    """Reject column labels that are equal once turned into strings (``1`` and ``"1"``)."""
+    groups: dict[str, list[Any]] = {}
+    for c in columns:
+        groups.setdefault(str(c), []).append(c)
+    clashes = [labels for labels in groups.values() if len(labels) > 1]
+    if clashes:
+        shown = "; ".join(" and ".join(repr(c) for c in labels) for labels in clashes[:5])
+        raise ValueError(
+            f"`{name}` has column names that are equal as strings: {shown}"
+            f"{' ...' if len(clashes) > 5 else ''}. metalearn refers to columns by their "
+            "names as strings, so these would be taken for one column; rename them so that "
+            f"their strings differ (e.g. `{name}.columns = [...]`)."
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real | Decimal | np.bool_)
+
+
+def _object_numbers(series: Any, column: str, name: str) -> np.ndarray | None:
+    """Float values of an object column holding numbers, ``None`` if it holds none.
+
+    Missing values become ``NaN``; a column with no non-missing value counts as
+    numbers. A column mixing numbers and other values raises.
+    """
+    values = np.asarray(series.to_numpy(), dtype=object)
+    null = np.asarray(series.is_null().to_numpy(), dtype=bool)
+    present = values[~null]
+    is_num = np.fromiter((_is_number(v) for v in present), dtype=bool, count=len(present))
+    if present.size and not is_num.any():
+        return None
+    if not is_num.all():
+        number, other = present[is_num][0], present[~is_num][0]
+        raise ValueError(
+            f"Column {column!r} of `{name}` has the object dtype and mixes numbers and other "
+            f"values (e.g. {number!r}, {other!r}); {int((~is_num).sum())} of {present.size} "
+            "non-missing values are not numbers. Give the column one type: cast it to "
+            "numbers (e.g. `pd.to_numeric(col, errors='coerce')`) or to strings for a "
+            "categorical column (e.g. `col.astype(str)`)."
+        )
+    out = np.full(len(values), np.nan)
+    out[~null] = [float(v) for v in present]
+    return out
+
+
 def _category_keys(series: Any) -> tuple[np.ndarray, np.ndarray]:
     """String keys of a categorical/string column and its missing-value mask."""
     null = np.asarray(series.is_null().to_numpy(), dtype=bool)
+    if series.dtype == nw.Object:
+        # Object columns (of strings, or other Python objects) cannot be cast by
+        # every backend; str() is what a cast to string gives for them.
+        values = np.asarray(series.to_numpy(), dtype=object)[~null]
+        return np.array([str(v) for v in values], dtype=str), null
     as_str = series.cast(nw.String).to_numpy()
     keys = np.asarray(as_str[~null], dtype=str)
     return keys, null
 
 
-def _encode_column(series: Any, categories: np.ndarray, column: str) -> np.ndarray:
-    """Map category values to float codes; missing -> NaN; unseen -> error."""
+def _declared_categories(series: Any, dtype: Any, column: str, name: str) -> np.ndarray | None:
+    """Categories a column declares (pandas ``category``, ``Enum``), in order; else ``None``.
+
+    A Polars ``Categorical`` declares none: its category list is shared by the
+    whole process and holds values of other columns.
+    """
+    declares = isinstance(dtype, nw.Enum) or (
+        dtype == nw.Categorical and series.implementation.is_pandas_like()
+    )
+    if not declares:
+        return None
+    cats = series.cat.get_categories()
+    cats = cats.filter(~cats.is_null()).cast(nw.String).to_numpy()
+    cats = np.asarray(cats, dtype=str)
+    if np.unique(cats).size != cats.size:
+        repeated = sorted(c for c, k in Counter(cats.tolist()).items() if k > 1)
+        raise ValueError(
+            f"Column {column!r} of `{name}` declares categories that are equal as strings: "
+            f"{repeated[:5]}. metalearn compares categories as strings; rename or merge "
+            "those categories."
+        )
+    return cats
+
+
+def _encode_column(
+    series: Any,
+    categories: np.ndarray,
+    column: str,
+    *,
+    name: str = "X",
+    handle_unknown: str = "error",
+) -> np.ndarray:
+    """Map category values to float codes (positions in ``categories``); missing -> NaN.
+
+    Values not in ``categories`` raise (``handle_unknown="error"``) or become
+    ``NaN`` with a warning (``"missing"``).
+    """
     keys, null = _category_keys(series)
     out = np.full(len(null), np.nan)
     if keys.size:
         if len(categories) == 0:
             found = np.zeros(keys.shape, dtype=bool)
-            pos = np.zeros(keys.shape, dtype=np.intp)
+            codes = np.zeros(keys.shape, dtype=np.intp)
         else:
-            pos = np.minimum(np.searchsorted(categories, keys), len(categories) - 1)
-            found = categories[pos] == keys
+            # ``categories`` may be in declared (unsorted) order: look up in a sorted view.
+            order = np.argsort(categories, kind="stable")
+            ordered = categories[order]
+            pos = np.minimum(np.searchsorted(ordered, keys), len(categories) - 1)
+            found = ordered[pos] == keys
+            codes = order[pos]
+        codes = codes.astype(np.float64)
         if not np.all(found):
             unseen = sorted(set(keys[~found].tolist()))
             shown = ", ".join(repr(u) for u in unseen[:5])
-            raise ValueError(
-                f"Column {column!r} of `X` holds categories not seen at fit: {shown}"
-                f"{' ...' if len(unseen) > 5 else ''}. Known categories: "
-                f"{categories[:10].tolist()}{' ...' if len(categories) > 10 else ''}. "
-                "Map them to a known category or to a missing value before predicting."
+            more = " ..." if len(unseen) > 5 else ""
+            if handle_unknown == "error":
+                raise ValueError(
+                    f"Column {column!r} of `{name}` holds categories not seen at fit: "
+                    f"{shown}{more}. Known categories: "
+                    f"{categories[:10].tolist()}{' ...' if len(categories) > 10 else ''}. "
+                    "Map them to a known category or to a missing value before predicting."
+                )
+            warnings.warn(
+                f"Column {column!r} of `{name}` holds {int((~found).sum())} values of "
+                f"categories not seen at fit (e.g. {shown}{more}); they are encoded as "
+                "missing values. Map them to a known category to silence this warning, or "
+                "pass handle_unknown='error' to raise instead.",
+                UserWarning,
+                stacklevel=4,
             )
-        out[~null] = pos.astype(np.float64)
+            codes[~found] = np.nan
+        out[~null] = codes
     return out
 
 
 def encode_features(
-    X: Any, schema: FrameSchema | None = None, *, name: str = "X"
+    X: Any,
+    schema: FrameSchema | None = None,
+    *,
+    name: str = "X",
+    handle_unknown: str = "error",
 ) -> tuple[np.ndarray, FrameSchema]:
     """Convert ``X`` to a 2-D float64 array, learning (``schema=None``) or applying a schema.
 
@@ -129,12 +274,24 @@ def encode_features(
         the category lists are checked against it.
     name : str
         Argument name used in error messages.
+    handle_unknown : {"error", "missing"}
+        What to do, when ``schema`` is given, with a value of a categorical
+        column that is not among the categories of the schema: ``"error"``
+        raises a :class:`ValueError`; ``"missing"`` encodes it as a missing
+        value (``NaN``) and warns, naming the column, how many values and
+        examples.
 
     Returns
     -------
     array : ndarray of shape (n_samples, n_features)
     schema : FrameSchema
     """
+    if not isinstance(handle_unknown, str) or handle_unknown not in HANDLE_UNKNOWN:
+        raise ValueError(
+            f"`handle_unknown` must be 'error' or 'missing'; got {handle_unknown!r}. Use "
+            "'error' to reject categories not seen at fit, 'missing' to encode them as "
+            "missing values."
+        )
     if _is_sparse(X):
         raise TypeError(
             f"`{name}` is a sparse matrix; metalearn needs dense features. "
@@ -180,6 +337,7 @@ def encode_features(
 
     # Column names are handled as strings; ``original`` maps them back to the
     # frame's own labels (pandas allows ints and other objects as labels).
+    _check_column_names(list(df.columns), name)
     original = {str(c): c for c in df.columns}
     columns = list(original)
     if schema is not None and schema.feature_names is not None:
@@ -205,25 +363,30 @@ def encode_features(
     for j, col in enumerate(columns):
         dtype = dtypes[original[col]]
         series = df.get_column(original[col])
-        is_cat = (
-            dtype == nw.Categorical
-            or isinstance(dtype, nw.Enum)
-            or dtype == nw.String
-            or dtype == nw.Object
-        )
         if schema is not None and j in schema.categories:
             cats = schema.categories[j]
-            out[:, j] = _encode_column(series, cats, col)
-        elif is_cat:
+            out[:, j] = _encode_column(series, cats, col, name=name, handle_unknown=handle_unknown)
+            continue
+        as_numbers = None
+        if dtype == nw.Object:
+            # Python objects: numbers (and missing values) are a numeric column,
+            # strings a categorical one; a mix raises.
+            as_numbers = _object_numbers(series, col, name)
+            is_cat = as_numbers is None
+        else:
+            is_cat = dtype == nw.Categorical or isinstance(dtype, nw.Enum) or dtype == nw.String
+        if is_cat:
             if schema is not None:
                 raise ValueError(
                     f"Column {col!r} of `{name}` is categorical but was numeric at fit. "
                     "Pass the same column types as at fit."
                 )
-            keys, _ = _category_keys(series)
-            cats = np.unique(keys)
+            declared = _declared_categories(series, dtype, col, name)
+            cats = np.unique(_category_keys(series)[0]) if declared is None else declared
             categories[j] = cats
-            out[:, j] = _encode_column(series, cats, col)
+            out[:, j] = _encode_column(series, cats, col, name=name)
+        elif as_numbers is not None:
+            out[:, j] = as_numbers
         elif dtype.is_numeric() or dtype == nw.Boolean:
             values = series.to_numpy()
             out[:, j] = values.astype(np.float64) if values.dtype != object else _obj_float(values)
@@ -277,7 +440,7 @@ def to_1d_array(values: Any, *, name: str) -> np.ndarray:
 
 def native_backend(X: Any) -> Any:
     """The narwhals implementation of a frame input, or ``None`` for arrays."""
-    obj = nw.from_native(X, pass_through=True)
+    obj = _from_native(X, "X")
     if isinstance(obj, nw.DataFrame | nw.LazyFrame):
         return obj.implementation
     return None

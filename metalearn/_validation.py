@@ -6,6 +6,7 @@ the argument, what was expected, what was received and how to fix it.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,10 +48,62 @@ def _is_missing(arr: np.ndarray) -> np.ndarray:
     return np.zeros(arr.shape, dtype=bool)
 
 
+def _label_kind(value: Any) -> str:
+    """Kind of a treatment label: bools, numbers and strings are never mixed."""
+    if isinstance(value, bool | np.bool_):
+        return "bool"
+    if isinstance(value, numbers.Real):
+        return "number"
+    if isinstance(value, str):
+        return "str"
+    return type(value).__name__
+
+
+def _one_label_type(arr: np.ndarray, name: str) -> np.ndarray:
+    """Check that object labels share one type; numbers become a numeric array.
+
+    Labels of different types (``1`` and ``"1"``, ``0`` and ``True``) raise a
+    :class:`TypeError` rather than being merged or told apart by a guess.
+    """
+    examples: dict[str, Any] = {}
+    for v in arr:
+        examples.setdefault(_label_kind(v), v)
+    if len(examples) > 1:
+        kinds = sorted(examples)
+        shown = " and ".join(f"{type(examples[k]).__name__} (e.g. {examples[k]!r})" for k in kinds)
+        as_str: dict[str, set[str]] = {}
+        for v in arr:
+            as_str.setdefault(str(v), set()).add(_label_kind(v))
+        clash = next((label for label, ks in as_str.items() if len(ks) > 1), None)
+        note = (
+            f" The label {clash!r} occurs as more than one type; metalearn does not guess "
+            "whether those are one variant."
+            if clash is not None
+            else ""
+        )
+        raise TypeError(
+            f"`{name}` mixes label types: {shown}. Use one type for all labels, e.g. all "
+            f"strings (`{name}.astype(str)`) or all integers.{note}"
+        )
+    if next(iter(examples), None) == "number":
+        integral = all(isinstance(v, numbers.Integral) for v in arr)
+        try:
+            return arr.astype(np.int64 if integral else np.float64)
+        except OverflowError:  # Python ints beyond int64: keep them as they are
+            return arr
+    return arr
+
+
 def encode_treatment(
     w: Any, n_samples: int, variants: np.ndarray | None = None, *, name: str = "w"
 ) -> Treatment:
-    """Encode treatment labels; learn the sorted variants or check against known ones."""
+    """Encode treatment labels; learn the sorted variants or check against known ones.
+
+    Labels are bools, integers (integral floats such as ``1.0`` count as
+    integers), other finite floats, strings or categories, all of one type:
+    missing or infinite labels raise a :class:`ValueError`, labels of mixed
+    types (``1`` and ``"1"``) a :class:`TypeError`.
+    """
     if w is None:
         raise ValueError(
             f"`{name}` (the treatment variant of each row) is required: call "
@@ -69,12 +122,19 @@ def encode_treatment(
             f"{int(np.flatnonzero(missing)[0])}. Every row needs a treatment variant: drop "
             "or impute those rows."
         )
-    if arr.dtype.kind == "f" and np.all(arr == np.round(arr)):
-        arr = arr.astype(np.int64)
     if arr.dtype == object:
-        kinds = {type(v) for v in arr}
-        if len(kinds) > 1:
-            arr = arr.astype(str)
+        arr = _one_label_type(arr, name)
+    if arr.dtype.kind == "f":
+        infinite = np.isinf(arr)
+        if infinite.any():
+            raise ValueError(
+                f"`{name}` holds {int(infinite.sum())} infinite values (inf/-inf), e.g. at row "
+                f"{int(np.flatnonzero(infinite)[0])}; treatment labels must be finite. Give "
+                "those rows a variant label or drop them."
+            )
+        # Integral floats (1.0, 0.0) are integer labels; beyond int64 they stay floats.
+        if np.all(arr == np.round(arr)) and np.all(np.abs(arr) < 2.0**63):
+            arr = arr.astype(np.int64)
     if variants is None:
         variants, codes = np.unique(arr, return_inverse=True)
         if len(variants) < 2:
