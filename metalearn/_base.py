@@ -36,6 +36,7 @@ from metalearn._crossfit import (
     run_tasks,
     task_seed,
 )
+from metalearn._formulas import clip_bounds, clip_propensity
 from metalearn._frames import encode_features, native_backend, to_native_frame
 from metalearn._results import AverageEffect
 from metalearn._validation import (
@@ -454,8 +455,8 @@ class MetaLearner(BaseEstimator):
         return default_regressor() if model is None else model
 
     def _clip(self, e: np.ndarray) -> np.ndarray:
-        lo, hi = _clip_bounds(getattr(self, "propensity_clip", None))
-        return np.clip(e, lo, hi)
+        """The clip rule of :mod:`metalearn._formulas` with this learner's ``propensity_clip``."""
+        return clip_propensity(e, getattr(self, "propensity_clip", None))
 
     def _crossfit_final(self, honest: bool) -> bool:
         """Whether the final stage is fitted per fold (always for ``fit_predict``)."""
@@ -611,12 +612,7 @@ class MetaLearner(BaseEstimator):
 
 
 def _clip_bounds(clip: Any) -> tuple[float, float]:
-    if clip is None:
-        return 0.0, 1.0
-    if np.ndim(clip) == 0:
-        return float(clip), 1.0 - float(clip)
-    lo, hi = clip
-    return float(lo), float(hi)
+    return clip_bounds(clip)
 
 
 def _py(v: Any) -> Any:

@@ -14,6 +14,7 @@ import narwhals.stable.v2 as nw
 import numpy as np
 from scipy import stats
 
+from metalearn._formulas import aipw_potential_outcomes
 from metalearn._frames import to_1d_array, to_native_frame
 from metalearn._validation import (
     check_propensity,
@@ -394,9 +395,8 @@ def _design(
     weight = np.ones(n) if sw is None else sw
     if weight.sum() <= 0:
         raise ValueError("`sample_weight` must have a positive sum.")
-    onehot = treatment.codes[:, None] == np.arange(K)[None, :]
     if mu is None:
-        pot = onehot * yv[:, None] / e
+        pot = aipw_potential_outcomes(yv, treatment.codes, np.zeros((n, K)), e)
         method = "IPW"
     else:
         m = np.asarray(mu, dtype=np.float64)
@@ -407,7 +407,7 @@ def _design(
             )
         if not np.all(np.isfinite(m)):
             raise ValueError("`mu` holds NaN or infinite values; every prediction must be finite.")
-        pot = m + onehot * (yv[:, None] - m) / e
+        pot = aipw_potential_outcomes(yv, treatment.codes, m, e)
         method = "AIPW"
     return _Design(
         variants=treatment.variants,

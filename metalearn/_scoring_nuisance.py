@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 
+from metalearn._formulas import aipw_scores, clip_distribution
 from metalearn._validation import control_index
 from metalearn.nuisance import Data, Nuisance, prepare_data
 
@@ -40,8 +41,10 @@ class ScoringNuisance:
     outcomes : ndarray of shape (n_samples, n_variants, D)
         Out-of-fold predictions of :math:`\\mu_k(x) = E[Y | X=x, W=k]`.
     propensity : ndarray of shape (n_samples, n_variants)
-        Known propensities, or out-of-fold ones clipped below at
-        ``propensity_clip`` and renormalised.
+        Known propensities, or out-of-fold ones clipped to
+        ``[propensity_clip, 1 - propensity_clip]`` (each on its own, the rule
+        of :mod:`metalearn._formulas`) and, for more than two variants,
+        renormalised to sum to one.
     marginal : dict
         Treated variant code -> out-of-fold :math:`m(x) = E[Y | X=x, W \\in
         \\{c, k\\}]` of shape (n_samples, D), ``nan`` outside the pair's rows.
@@ -94,17 +97,14 @@ class ScoringNuisance:
         return self.outcomes[..., 0] if self.outcomes.shape[2] == 1 else self.outcomes
 
     def pseudo_outcomes(self) -> np.ndarray:
-        """Doubly robust (AIPW) pseudo-outcomes of every treated variant, (n, K-1, D)."""
-        c, mu, e, Y = self.control, self.outcomes, self.propensity, self.target
-        out = np.empty((self.n, len(self.treated), Y.shape[1]))
-        for j, k in enumerate(self.treated):
-            out[:, j, :] = (
-                mu[:, k, :]
-                - mu[:, c, :]
-                + (self.w == k)[:, None] * (Y - mu[:, k, :]) / e[:, [k]]
-                - (self.w == c)[:, None] * (Y - mu[:, c, :]) / e[:, [c]]
-            )
-        return out
+        """Doubly robust (AIPW) pseudo-outcomes of every treated variant, (n, K-1, D).
+
+        :func:`metalearn._formulas.aipw_scores` of the (already clipped)
+        :attr:`propensity`.
+        """
+        return aipw_scores(
+            self.target, self.w, self.outcomes, self.propensity, self.treated, self.control
+        )
 
     def __repr__(self) -> str:
         how = "known" if self.known_propensity else "cross-fitted"
@@ -128,13 +128,10 @@ def check_clip(clip: Any) -> float:
 
 
 def _clip_propensity(e: np.ndarray, clip: float) -> np.ndarray:
+    """The stored propensities: :func:`metalearn._formulas.clip_distribution`."""
     if clip <= 0:
         return e
-    if e.shape[1] == 2:
-        p = np.clip(e[:, 1], clip, 1 - clip)
-        return np.column_stack([1 - p, p])
-    low = np.maximum(e, clip)
-    return low / low.sum(axis=1, keepdims=True)
+    return clip_distribution(e, clip)
 
 
 def _default_nuisance(data: Data, n_jobs: int | None) -> Nuisance:
@@ -246,8 +243,10 @@ def fit_scoring_nuisance(
         Known propensities (randomized designs), as in ``fit``.
     sample_weight : array-like of shape (n_samples,), optional
     propensity_clip : float, default=0.01
-        Estimated propensities are clipped below at this value and
-        renormalised (two variants: clipped to ``[clip, 1 - clip]``).
+        Estimated propensities are clipped to ``[clip, 1 - clip]``, each on
+        its own (the rule of :mod:`metalearn._formulas`); for more than two
+        variants the rows are then renormalised to sum to one, as the stored
+        propensities are a distribution handed on to other functions.
     n_jobs : int, optional
         Joblib workers for the default nuisance.
 

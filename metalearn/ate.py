@@ -40,6 +40,7 @@ from metalearn._causal import (
     trim_mask,
     warn_once,
 )
+from metalearn._formulas import aipw_att_terms, aipw_scores, clip_propensity, weighted_mean
 from metalearn._results import AverageEffect, mean_std_error
 from metalearn._validation import control_index
 from metalearn.nuisance import Nuisance, prepare_data
@@ -387,7 +388,7 @@ def ipw(
     out = []
     for k in design.treated:
         keep, _ = trim_mask(e, design, k, trim)
-        ec = np.clip(e, lo, hi)
+        ec = clip_propensity(e, (lo, hi))
         check_no_extreme(ec, design, [c] if estimand == "ATT" else [k, c], keep)
         dk = ((design.w == k) & keep).astype(np.float64)
         dc = ((design.w == c) & keep).astype(np.float64)
@@ -449,7 +450,7 @@ def aipw(
     propensity: Any = None,
     sample_weight: Any = None,
     estimand: str = "ATE",
-    clip: float | tuple[float, float] | None = 0.01,
+    clip: float | tuple[float, float] | str | None = "auto",
     trim: Any = None,
     n_folds: int = 5,
     control: Any = None,
@@ -513,8 +514,15 @@ def aipw(
     sample_weight : array-like of shape (n_samples,), optional
         Row weights (weighted means); must match those of a fitted nuisance.
     estimand : {"ATE", "ATT"}, default="ATE"
-    clip : float, (float, float) or None, default=0.01
-        Clipping of the propensities.
+    clip : float, (float, float), None or "auto", default="auto"
+        Each arm's propensity is clipped to ``[clip, 1 - clip]`` (or ``(low,
+        high)``) on its own, the rule of :mod:`metalearn._formulas`; ``None``
+        does not clip. ``"auto"``: the ``propensity_clip`` of ``learner``
+        when one is given (so that ``aipw(X, y, w, learner=dr)`` is
+        ``dr.ate()``), else 0.01. The clip of an average effect need not be
+        that of a CATE learner: clipping biases the mean, so where overlap
+        is poor pass a small clip here (e.g. 0.01) rather than the
+        DR-learner's default 0.05, which is tuned for its CATE regression.
     trim : None, "crump" or (float, float), default=None
         Drop rows whose pairwise score lies outside the bounds; the effect is
         then on the kept population.
@@ -623,9 +631,11 @@ def aipw(
         control=control_index(data.variants, control),
         backend=None,
     )
+    if isinstance(clip, str) and clip == "auto":
+        clip = getattr(learner, "propensity_clip", 0.01) if learner is not None else 0.01
     lo, hi = clip_bounds(clip)
     e_raw = nuis.oof_["e"]
-    e = np.clip(e_raw, lo, hi)
+    e = clip_propensity(e_raw, (lo, hi))
     mu = nuis.oof_["mu"]
     Y = data.target_matrix()
     sw = data.sample_weight
@@ -634,29 +644,19 @@ def aipw(
     for k in design.treated:
         keep, _ = trim_mask(e_raw, design, k, trim)
         check_no_extreme(e, design, [c] if estimand == "ATT" else [k, c], keep)
-        is_k = (data.w == k)[:, None].astype(np.float64)
-        is_c = (data.w == c)[:, None].astype(np.float64)
-        wt = (np.ones(data.n) if sw is None else sw)[keep]
+        wt = None if sw is None else sw[keep]
+        gk = None if g is None else g[keep]
         if estimand == "ATE":
-            with np.errstate(divide="ignore", invalid="ignore"):
-                phi = (
-                    mu[:, k, :]
-                    - mu[:, c, :]
-                    + np.where(is_k > 0, is_k * (Y - mu[:, k, :]) / e[:, [k]], 0.0)
-                    - np.where(is_c > 0, is_c * (Y - mu[:, c, :]) / e[:, [c]], 0.0)
-                )
-            phi = phi[keep]
-            est = np.average(phi, axis=0, weights=wt)
-            se = mean_std_error(phi, None if sw is None else wt, None if g is None else g[keep])
+            phi = aipw_scores(Y, data.w, mu, e, [k], c)[keep, 0, :]
+            est = weighted_mean(phi, wt)
+            se = mean_std_error(phi, wt, gk)
         else:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                odds = np.where(is_c[:, 0] > 0, e[:, k] / e[:, c], 0.0)[:, None]
-            num = ((is_k - is_c * odds) * (Y - mu[:, c, :]))[keep]
-            dk = is_k[keep]
-            pk = np.average(dk[:, 0], weights=wt)
-            est = np.average(num, axis=0, weights=wt) / pk
+            num, is_k = aipw_att_terms(Y, data.w, mu, e, k, c)
+            num, dk = num[keep], is_k[keep]
+            pk = weighted_mean(dk[:, 0], wt)
+            est = weighted_mean(num, wt) / pk
             psi = (num - dk * est) / pk
-            se = mean_std_error(psi, None if sw is None else wt, None if g is None else g[keep])
+            se = mean_std_error(psi, wt, gk)
         out.append(
             _effect(
                 design,

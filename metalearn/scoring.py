@@ -29,6 +29,7 @@ from sklearn.utils.metadata_routing import MetadataRequest
 from sklearn.utils.validation import check_is_fitted
 
 from metalearn import _nuisance_losses
+from metalearn._formulas import clip_propensity, pair_propensity, r_loss_terms, r_residuals
 from metalearn._frames import encode_features, native_backend, to_native_frame
 from metalearn._ranking import linear_se
 from metalearn._scoring_nuisance import (
@@ -121,8 +122,8 @@ def r_loss(
         raise ValueError(
             "`y`, `treated`, `tau`, `outcome` and `propensity` must have equal length."
         )
-    resid = (y_ - m_) - tau_ * (t_ - p_)
-    return float(np.average(resid**2, weights=sample_weight))
+    y_res, t_res = r_residuals(y_, t_, m_, p_)
+    return float(np.average(r_loss_terms(y_res, t_res, tau_), weights=sample_weight))
 
 
 def dr_loss(pseudo_outcome: Any, tau: Any, *, sample_weight: Any = None) -> float:
@@ -205,15 +206,14 @@ def _row_losses(tau3: np.ndarray, sn: ScoringNuisance, clip: float) -> list[dict
     for j, k in enumerate(sn.treated):
         tau = tau3[:, j, :]
         pair = np.flatnonzero((sn.w == k) | (sn.w == c))
-        p = e[pair, k] / (e[pair, k] + e[pair, c])
+        p = pair_propensity(e[pair], k, c)
         if not sn.known_propensity:
-            p = np.clip(p, clip, 1 - clip)
-        rt = (sn.w[pair] == k) - p
-        ry = Y[pair] - sn.marginal[k][pair]
+            p = clip_propensity(p, clip)
+        ry, rt = r_residuals(Y[pair], sn.w[pair] == k, sn.marginal[k][pair], p)
         om = sw[pair] / sw[pair].sum()
         const = (om * rt) @ ry / np.sum(om * rt**2)
-        r_terms = np.sum((ry - tau[pair] * rt[:, None]) ** 2, axis=1)
-        r_base = np.sum((ry - const[None, :] * rt[:, None]) ** 2, axis=1)
+        r_terms = r_loss_terms(ry, rt, tau[pair])
+        r_base = r_loss_terms(ry, rt, np.broadcast_to(const[None, :], ry.shape))
         out.append(_loss_entry(sn, k, "r_loss", om, r_terms, r_base, const))
         om_all = sw / sw.sum()
         for name, target in (
@@ -299,7 +299,9 @@ def cate_losses(
     scoring : ScoringNuisance
         From :func:`fit_scoring_nuisance` on the same rows.
     propensity_clip : float, default=0.01
-        Clipping of estimated pair propensities in the R-loss.
+        Estimated pair propensities are clipped to ``[clip, 1 - clip]`` in
+        the R-loss (the rule of :mod:`metalearn._formulas`); the DR-loss uses
+        the propensities of ``scoring``, clipped when it was fitted.
     backend : narwhals implementation, optional
         Frame type of the result (default Polars).
 
@@ -512,7 +514,9 @@ def evaluate(
         ``f(y_true, y_pred)`` receiving predictions or class probabilities,
         or ``{"outcome": ..., "propensity": ...}``.
     propensity_clip : float, default=0.01
-        Clipping of estimated scoring propensities.
+        Estimated scoring propensities (and pair propensities in the R-loss)
+        are clipped to ``[clip, 1 - clip]``, each on its own (the rule of
+        :mod:`metalearn._formulas`).
 
     Returns
     -------
@@ -589,7 +593,9 @@ class CATEScorer:
         Template of the scoring models, cross-fitted on each data set scored.
         Default: see :func:`fit_scoring_nuisance`.
     propensity_clip : float, default=0.01
-        Clipping of estimated scoring propensities.
+        Estimated scoring propensities (and pair propensities in the R-loss)
+        are clipped to ``[clip, 1 - clip]``, each on its own (the rule of
+        :mod:`metalearn._formulas`).
     cache_size : int, default=8
         Scoring nuisances kept (one per data set, e.g. per CV split).
 

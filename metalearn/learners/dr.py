@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from metalearn._base import MetaLearner
+from metalearn._formulas import aipw_scores, weighted_mean
 from metalearn._frames import encode_features
 from metalearn._results import mean_std_error
 from metalearn.nuisance import Data, Nuisance
@@ -57,6 +58,12 @@ class DRLearner(MetaLearner):
         damped and estimates lean towards the outcome models' difference;
         check overlap with :func:`metalearn.diagnostics.overlap` and pass
         ``0.01`` or smaller when propensities are well estimated near 0 or 1.
+        Each arm's propensity is clipped on its own, without renormalising
+        (the rule of :mod:`metalearn._formulas`, the same for every learner and
+        for :mod:`metalearn.ate`). :meth:`ate` and
+        ``metalearn.ate.aipw(X, y, w, learner=dr)`` use this clip too; for an
+        average effect with a smaller clip (less bias where overlap is poor)
+        pass ``clip=`` to :func:`metalearn.ate.aipw`.
     final_stage : {"crossfit", "full"}, default="crossfit"
         ``"crossfit"``: each final-stage model is fitted once per fold (on the
         rows outside it) and new rows get the mean of the fold models, which
@@ -135,22 +142,20 @@ class DRLearner(MetaLearner):
         self.random_state = random_state
 
     def pseudo_outcomes(self, data: Data, nuis: Nuisance) -> np.ndarray:
-        """AIPW pseudo-outcomes (n, K-1, D) from out-of-fold nuisances."""
-        mu = nuis.oof_["mu"]
+        """AIPW pseudo-outcomes (n, K-1, D) from out-of-fold nuisances.
+
+        :func:`metalearn._formulas.aipw_scores` with the propensities clipped
+        by :func:`metalearn._formulas.clip_propensity` at ``propensity_clip``.
+        """
         e = self._clip(nuis.oof_["e"])
-        Y = data.target_matrix()
-        c = self._control_code
-        is_c = (data.w == c)[:, None]
-        out = np.empty((data.n, len(self._treated_codes), data.out_dim))
-        for j, k in enumerate(self._treated_codes):
-            is_k = (data.w == k)[:, None]
-            out[:, j, :] = (
-                mu[:, k, :]
-                - mu[:, c, :]
-                + is_k * (Y - mu[:, k, :]) / e[:, [k]]
-                - is_c * (Y - mu[:, c, :]) / e[:, [c]]
-            )
-        return out
+        return aipw_scores(
+            data.target_matrix(),
+            data.w,
+            nuis.oof_["mu"],
+            e,
+            self._treated_codes,
+            self._control_code,
+        )
 
     def _fit_final(
         self, data: Data, nuis: Nuisance | None, folds: np.ndarray, honest: bool
@@ -199,6 +204,12 @@ class DRLearner(MetaLearner):
         \omega_i(\varphi_{k,i} - \bar\varphi_k)\big)^2}` over the
         :math:`G` groups.
 
+        The pseudo-outcomes use the learner's ``propensity_clip``, so this is
+        ``metalearn.ate.aipw(X, y, w, learner=self)`` (with the same
+        ``sample_weight`` and ``groups``) to rounding error; pass ``clip=``
+        there for an average effect with another clip, reusing the fitted
+        nuisances.
+
         Returns
         -------
         AverageEffect, or a tuple of them for more than two variants.
@@ -209,7 +220,7 @@ class DRLearner(MetaLearner):
         phi = self.pseudo_outcomes_
         n = phi.shape[0]
         sw = self._train_weight
-        est = phi.mean(axis=0) if sw is None else np.einsum("i,ijd->jd", sw / sw.sum(), phi)
+        est = weighted_mean(phi, sw)
         groups = getattr(self, "groups_", None)
         se = mean_std_error(phi, sw, groups)
         method = "AIPW" if groups is None else f"AIPW, clustered by {int(groups.max()) + 1} groups"

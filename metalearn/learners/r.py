@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from metalearn._base import MetaLearner
+from metalearn._formulas import pair_propensity, r_pseudo_outcome, r_residuals
 from metalearn.nuisance import Data, Nuisance
 
 __all__ = ["RLearner"]
@@ -44,7 +45,10 @@ class RLearner(MetaLearner):
     n_folds : int, default=5
         Cross-fitting folds.
     propensity_clip : float or (float, float), default=0.01
-        Clipping of the pair propensity.
+        The pair propensity :math:`\hat p` is clipped to ``[clip, 1 - clip]``
+        (or the given pair), the rule of :mod:`metalearn._formulas`; with two
+        variants it is the treated propensity itself. Where both
+        propensities of a pair are 0, :math:`\hat p = 1/2` (before clipping).
     final_stage : {"crossfit", "full"}, default="crossfit"
         ``"crossfit"``: each final-stage model is fitted once per fold (on the
         rows outside it) and new rows get the mean of the fold models, which
@@ -117,10 +121,10 @@ class RLearner(MetaLearner):
         """Rows of the pair, outcome residuals (n, D) and treatment residuals (n,)."""
         c = self._control_code
         rows = np.flatnonzero((data.w == c) | (data.w == k))
-        e = nuis.oof_["e"]
-        p = self._clip(e[:, k] / (e[:, k] + e[:, c]))
-        t_res = (data.w == k).astype(np.float64) - p
-        y_res = data.target_matrix() - nuis.oof_[self._pair_kind(k)]
+        p = self._clip(pair_propensity(nuis.oof_["e"], k, c))
+        y_res, t_res = r_residuals(
+            data.target_matrix(), data.w == k, nuis.oof_[self._pair_kind(k)], p
+        )
         return rows, y_res, t_res
 
     def _fit_final(
@@ -130,14 +134,14 @@ class RLearner(MetaLearner):
         specs, keys = [], []
         for k in self._treated_codes:
             rows, y_res, t_res = self.residuals(data, nuis, k)
-            safe_t = np.where(t_res[rows] == 0, 1e-12, t_res[rows])
+            pseudo_rows, weight_rows = r_pseudo_outcome(y_res[rows], t_res[rows])
             weight = np.zeros(data.n)
-            weight[rows] = t_res[rows] ** 2
+            weight[rows] = weight_rows
             if data.sample_weight is not None:
                 weight = weight * data.sample_weight
             for d in range(data.out_dim):
                 pseudo = np.zeros(data.n)
-                pseudo[rows] = y_res[rows, d] / safe_t
+                pseudo[rows] = pseudo_rows[:, d]
                 specs.append((rows, pseudo, weight))
                 keys.append((k, d))
         models, oofs = self._fit_effects(

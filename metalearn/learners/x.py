@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from metalearn._base import MetaLearner
+from metalearn._formulas import pair_propensity
 from metalearn._frames import encode_features
 from metalearn._validation import check_propensity
 from metalearn.nuisance import Data, Nuisance
@@ -51,7 +52,9 @@ class XLearner(MetaLearner):
     n_folds : int, default=5
         Cross-fitting folds.
     propensity_clip : float or (float, float), default=0.01
-        Propensities are clipped to ``[clip, 1 - clip]`` (or the given pair).
+        Propensities are clipped to ``[clip, 1 - clip]`` (or the given pair),
+        each arm's on its own (the rule of :mod:`metalearn._formulas`), before
+        the blend weight ``g`` is formed; where both are 0, ``g = 1/2``.
     final_stage : {"crossfit", "full"}, default="crossfit"
         ``"crossfit"``: each final-stage model is fitted once per fold (on the
         rows outside it) and new rows get the mean of the fold models, which
@@ -128,8 +131,7 @@ class XLearner(MetaLearner):
         """g = e_k / (e_k + e_c) per treated variant: (n, K-1)."""
         e = self._clip(e)
         c = self._control_code
-        ek = e[:, self._treated_codes]
-        return ek / (ek + e[:, [c]])
+        return np.column_stack([pair_propensity(e, k, c) for k in self._treated_codes])
 
     def _fit_final(
         self, data: Data, nuis: Nuisance | None, folds: np.ndarray, honest: bool

@@ -36,6 +36,7 @@ import numpy as np
 
 from metalearn._base import MetaLearner
 from metalearn._crossfit import make_folds
+from metalearn._formulas import aipw_scores, pair_propensity, r_loss_terms, r_residuals
 from metalearn._nuisance_losses import _outcome_eval, _score, resolve_metrics
 from metalearn._scoring_nuisance import ScoringNuisance
 from metalearn._validation import control_index
@@ -272,23 +273,17 @@ def _final_loss(est: MetaLearner, data: Data, own: _Own, tau3: np.ndarray) -> fl
     if isinstance(est, DRLearner):
         if own.mu is None:
             return float("nan")
-        e = est._clip(own.e)
-        for j, k in enumerate(est._treated_codes):
-            phi = (
-                own.mu[:, k, :]
-                - own.mu[:, c, :]
-                + (data.w == k)[:, None] * (Y - own.mu[:, k, :]) / e[:, [k]]
-                - (data.w == c)[:, None] * (Y - own.mu[:, c, :]) / e[:, [c]]
+        phi = aipw_scores(Y, data.w, own.mu, est._clip(own.e), est._treated_codes, c)
+        for j in range(len(est._treated_codes)):
+            losses.append(
+                np.average(np.sum((phi[:, j, :] - tau3[:, j, :]) ** 2, axis=1), weights=sw)
             )
-            losses.append(np.average(np.sum((phi - tau3[:, j, :]) ** 2, axis=1), weights=sw))
         return float(np.mean(losses))
     for j, k in enumerate(est._treated_codes):
         rows = np.flatnonzero((data.w == k) | (data.w == c))
-        p = est._clip(own.e[rows, k] / (own.e[rows, k] + own.e[rows, c]))
-        rt = (data.w[rows] == k) - p
-        ry = Y[rows] - own.marginal[k][rows]
-        terms = np.sum((ry - tau3[rows, j, :] * rt[:, None]) ** 2, axis=1)
-        losses.append(np.average(terms, weights=sw[rows]))
+        p = est._clip(pair_propensity(own.e[rows], k, c))
+        ry, rt = r_residuals(Y[rows], data.w[rows] == k, own.marginal[k][rows], p)
+        losses.append(np.average(r_loss_terms(ry, rt, tau3[rows, j, :]), weights=sw[rows]))
     return float(np.mean(losses))
 
 
