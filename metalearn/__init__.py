@@ -17,6 +17,7 @@ from metalearn import (
     scoring,
     tuning,
 )
+from metalearn import learners as _learners
 from metalearn._progress import progress
 from metalearn._results import AverageEffect
 from metalearn.learners import DRLearner, RLearner, SLearner, TLearner, XLearner
@@ -24,6 +25,10 @@ from metalearn.nuisance import Nuisance
 from metalearn.tuning import MetaLearnerGridSearch, MetaLearnerOptunaSearch
 
 __version__ = "0.1.0.dev0"
+
+# Learners added as new files in metalearn/learners/ are exported too.
+_extra_learners = [n for n in _learners.__all__ if n not in globals()]
+globals().update({n: getattr(_learners, n) for n in _extra_learners})
 
 __all__ = [
     "AverageEffect",
@@ -46,4 +51,5 @@ __all__ = [
     "refute",
     "scoring",
     "tuning",
+    *_extra_learners,
 ]

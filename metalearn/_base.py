@@ -18,7 +18,7 @@ trailing class axis for multi-class outcomes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -47,7 +47,7 @@ from metalearn._validation import (
 )
 from metalearn.nuisance import Data, Nuisance, default_regressor, prepare_data
 
-__all__ = ["MetaLearner"]
+__all__ = ["MetaLearner", "PlanTerm", "learner_registry"]
 
 
 class MetaLearner(BaseEstimator):
@@ -67,6 +67,30 @@ class MetaLearner(BaseEstimator):
     _nuisance_for_fit: frozenset[str] = frozenset()
     _nuisance_for_oof: frozenset[str] = frozenset()
     _uses_nuisance = True
+
+    # Hooks: every question another module asks about a learner is answered here,
+    # so that a new learner is one file in ``learners/`` (see ``learner_registry``).
+    #: Short name in the registries: ``metalearn fit --learner NAME``, the searches'
+    #: ``learner`` choices. A subclass with a short name registers itself.
+    short_name: ClassVar[str] = ""
+    #: Position in listings of the registry (demo tables, ``--learner`` choices).
+    _registry_rank: ClassVar[int] = 100
+    #: Whether the CATE is a regression of pseudo-outcomes on X alone (R, DR, RA):
+    #: path-dependent TreeSHAP of its models is then the CATE's own explanation.
+    _final_stage_on_X: ClassVar[bool] = False
+    _registry: ClassVar[dict[str, type[MetaLearner]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("short_name", "")
+        if name:
+            known = MetaLearner._registry.get(name)
+            if known is not None and known.__qualname__ != cls.__qualname__:
+                raise TypeError(
+                    f"Learner short name {name!r} of {cls.__qualname__} is taken by "
+                    f"{known.__qualname__}."
+                )
+            MetaLearner._registry[name] = cls
 
     # ------------------------------------------------------------------ public
     def fit(
@@ -384,6 +408,16 @@ class MetaLearner(BaseEstimator):
     ) -> np.ndarray | None:
         self._check_common_params()
         data = self._prepare(X, y, w, sample_weight, propensity, groups)
+        return self._fit_data(data, honest=honest)
+
+    def _fit_data(self, data: Data, *, honest: bool) -> np.ndarray | None:
+        """Fit on prepared :class:`~metalearn.nuisance.Data` (the one entry after the edge).
+
+        :meth:`fit` converts the user's input once and calls this; the
+        package's own subsets (outer folds of a search, bootstrap replicates)
+        call it with sliced ``Data``, so nothing is converted twice.
+        """
+        self._check_common_params()
         self.groups_ = data.groups
         ci = control_index(data.variants, self.control)
         self.variants_ = data.variants
@@ -418,7 +452,7 @@ class MetaLearner(BaseEstimator):
             kinds = {k.replace("{c}", str(ci)) for k in kinds}
             kinds = self._expand_kinds(kinds, data)
             before = getattr(nuis, "n_model_fits_", 0)
-            nuis.ensure(data, kinds)
+            nuis.ensure(data, kinds, finite_checked=hasattr(self, "effect_model"))
             self.n_model_fits_ += nuis.n_model_fits_ - before
             self.nuisance_ = nuis
             folds = nuis.folds_
@@ -450,9 +484,30 @@ class MetaLearner(BaseEstimator):
         model = getattr(self, "outcome_model", None)
         return default_regressor() if model is None else model
 
-    def _effect_template(self) -> Any:
+    def _effect_template(self, n: int | None = None) -> Any:
+        """The final-stage template: ``effect_model``, or the default for ``n`` rows.
+
+        With ``effect_model=None`` the DR- and R-learner get
+        :func:`metalearn._defaults.default_effect_regressor` for ``n`` training
+        rows (other learners: :func:`~metalearn.nuisance.default_regressor`).
+        ``n=None`` reads the number of rows of the fit in progress
+        (``len(self.folds_)``, set before the final stage is fitted); before
+        any fit it gives the rule's large-``n`` model (only its type matters
+        then, e.g. for the missing-value checks).
+        """
         model = getattr(self, "effect_model", None)
-        return default_regressor() if model is None else model
+        if model is not None:
+            return model
+        from metalearn._defaults import default_effect_regressor
+        from metalearn.learners.dr import DRLearner
+        from metalearn.learners.r import RLearner
+
+        if not isinstance(self, (DRLearner, RLearner)):
+            return default_regressor()
+        if n is None:
+            folds = getattr(self, "folds_", None)
+            n = None if folds is None else len(folds)
+        return default_effect_regressor(n)
 
     def _clip(self, e: np.ndarray) -> np.ndarray:
         """The clip rule of :mod:`metalearn._formulas` with this learner's ``propensity_clip``."""
@@ -601,6 +656,42 @@ class MetaLearner(BaseEstimator):
         tags.input_tags.allow_nan = all(allows_nan(m) for m in models)
         return tags
 
+    # Hooks for other modules ------------------------------------------------
+    def _explanation_plan(self) -> tuple[dict[tuple[int, int], list[PlanTerm]] | None, str]:
+        """The CATE of each effect ``(j, d)`` as a linear combination of fitted models.
+
+        Returns ``(plans, "")``, or ``(None, reason)`` when the CATE is not such
+        a combination (:mod:`metalearn.explain` then explains it model-agnostically).
+        """
+        return None, f"{type(self).__name__} declares no explanation plan"
+
+    def _outcome_indicators(self) -> bool:
+        """Whether the models explained take treatment indicator columns (S, pooled T)."""
+        return False
+
+    def _check_predictable(self) -> None:
+        """Raise when the CATE is not a function of ``X`` alone (e.g. per-row propensities)."""
+
+    def _final_loss(
+        self,
+        Y: np.ndarray,
+        w: np.ndarray,
+        own: Any,
+        tau3: np.ndarray,
+        sample_weight: np.ndarray | None,
+    ) -> float | None:
+        """The loss this learner's final stage minimises, on rows with its own nuisances.
+
+        ``Y`` (n, D) targets, variant codes ``w``, effects ``tau3`` (n, K-1, D);
+        ``own`` holds this learner's own nuisance predictions for those rows
+        (out of fold for training rows): ``own.mu`` (n, K, D) outcomes,
+        ``own.e`` (n, K) propensities, ``own.marginal`` a dict from treated
+        code to the pair's marginal outcome (n, D); each may be ``None``.
+        ``None`` when the learner has no final loss of its own (the searches'
+        ``final_loss`` is then NaN).
+        """
+        return None
+
     # Subclass hooks --------------------------------------------------------
     def _fit_final(
         self, data: Data, nuis: Nuisance | None, folds: np.ndarray, honest: bool
@@ -609,6 +700,78 @@ class MetaLearner(BaseEstimator):
 
     def _predict_tau(self, Xa: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class PlanTerm:
+    """One model in a CATE's linear combination: ``coef * f(x[, variant])``.
+
+    Attributes
+    ----------
+    coef : float
+    model : fitted estimator
+    variant : int or None
+        Indicator columns of this variant code are appended to ``x``...
+    indicators : callable or None
+        ... made by this function of variant codes (S-learner, pooled T-learner).
+    column : int or None
+        Classification: the ``predict_proba`` column explained.
+    """
+
+    coef: float
+    model: Any
+    variant: int | None = None
+    indicators: Any = None
+    column: int | None = None
+
+
+def positive_column(model: Any, classes: Any) -> int | None:
+    """``None`` for regression; the predict_proba column of class code 1; -1 if missing."""
+    if classes is None:
+        return None
+    seen = list(np.asarray(model.classes_).tolist())
+    return seen.index(1) if 1 in seen else -1
+
+
+def fold_mean_plan(
+    learner: MetaLearner, models: dict[Any, list[Any]]
+) -> dict[tuple[int, int], list[PlanTerm]]:
+    """Plan of a learner whose effect ``(k, d)`` is the mean of ``models[(k, d)]``."""
+    plans = {}
+    for j, k in enumerate(learner._treated_codes):
+        for d in range(learner._out_dim):
+            group = models[(k, d)]
+            plans[(j, d)] = [PlanTerm(1.0 / len(group), m) for m in group]
+    return plans
+
+
+def indicator_plan(
+    learner: MetaLearner, models: list[Any], indicators: Any
+) -> tuple[dict[tuple[int, int], list[PlanTerm]] | None, str]:
+    """Plan of a CATE ``f(x, k) - f(x, c)`` from models taking treatment indicator columns."""
+    classes = learner.classes_
+    if classes is not None and len(classes) > 2:
+        return None, "multi-class probabilities (a softmax) have no exact per-model explainer"
+    c = learner._control_code
+    plans = {}
+    for j, k in enumerate(learner._treated_codes):
+        terms = []
+        for m in models:
+            col = positive_column(m, classes)
+            if col == -1:
+                return None, "an outcome model never saw one of the outcome classes"
+            terms.append(PlanTerm(1.0 / len(models), m, k, indicators, col))
+            terms.append(PlanTerm(-1.0 / len(models), m, c, indicators, col))
+        plans[(j, 0)] = terms
+    return plans, ""
+
+
+def learner_registry() -> dict[str, type[MetaLearner]]:
+    """Every learner with a short name, ``{"S": SLearner, ..., "DR": DRLearner, ...}``."""
+    import metalearn.learners  # noqa: F401  (the learners register on import)
+
+    ranked = sorted(MetaLearner._registry.items(), key=lambda kv: (kv[1]._registry_rank, kv[0]))
+    return dict(ranked)
 
 
 def _clip_bounds(clip: Any) -> tuple[float, float]:

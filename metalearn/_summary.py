@@ -143,18 +143,8 @@ def make_loss(sn: ScoringNuisance, loss: str) -> Callable[[np.ndarray], np.ndarr
 
 
 def check_predictable(learner: Any) -> None:
-    """Raise when the learner's CATE is not a function of X alone (per-row propensities)."""
-    from metalearn.learners import XLearner
-
-    if isinstance(learner, XLearner):
-        nuis = learner.nuisance_
-        if nuis.models_.get("e") is None and not np.allclose(nuis.oof_["e"], nuis.oof_["e"][0]):
-            raise ValueError(
-                "This XLearner was fitted with per-row known propensities, so its CATE on other "
-                "rows depends on propensities that are not features and cannot be explained "
-                "as a function of X. Use method='surrogate' with "
-                "tau=learner.predict(X, propensity=...)."
-            )
+    """Raise when the learner's CATE is not a function of X alone (the learner's own hook)."""
+    learner._check_predictable()
 
 
 def _py(v: Any) -> Any:

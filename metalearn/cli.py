@@ -77,13 +77,15 @@ def _fit_demo(n: int, n_test: int, seed: int, n_jobs: int) -> _DemoRun:
     sn = fit_scoring_nuisance(Xte, test.y, test.w, nuisance=scorer, propensity=test.propensity)
     m_hat = np.asarray(sn.marginal[1][:, 0])
 
-    learners = {
-        "S": ml.SLearner(outcome_model=_lgbm("reg", 200)),
-        "T": ml.TLearner(outcome_model=_lgbm("reg", 200)),
-        "X": ml.XLearner(outcome_model=_lgbm("reg", 200), effect_model=_lgbm("reg", 100)),
-        "R": ml.RLearner(outcome_model=_lgbm("reg", 200), effect_model=_lgbm("reg", 100)),
-        "DR": ml.DRLearner(outcome_model=_lgbm("reg", 200), effect_model=_lgbm("reg", 100)),
-    }
+    from metalearn._base import learner_registry
+
+    learners = {}
+    for name, cls in learner_registry().items():
+        params = cls().get_params(deep=False)
+        models = {"outcome_model": _lgbm("reg", 200)}
+        if "effect_model" in params:
+            models["effect_model"] = _lgbm("reg", 100)
+        learners[name] = cls(**models)
     rows = []
     tau_test = {}
     true_ate = float(test.tau.mean())
@@ -290,7 +292,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-_LEARNERS = ("S", "T", "X", "R", "DR")
+def _learner_names() -> list[str]:
+    from metalearn._base import learner_registry
+
+    return list(learner_registry())
+
+
 _READERS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -450,16 +457,11 @@ def _ci_text(effect: Any) -> str:
 
 def _build_learner(args: argparse.Namespace, w: Any) -> Any:
     """The ``--learner`` with default LightGBM base models and the shared settings."""
-    import metalearn as ml
 
     control = None if args.control is None else _parse_control(args.control, w, args.treatment)
-    cls = {
-        "S": ml.SLearner,
-        "T": ml.TLearner,
-        "X": ml.XLearner,
-        "R": ml.RLearner,
-        "DR": ml.DRLearner,
-    }[args.learner]
+    from metalearn._base import learner_registry
+
+    cls = learner_registry()[args.learner]
     params = cls().get_params(deep=False)
     models = {
         name: _default_model("clf" if name == "propensity_model" else "reg")
@@ -758,7 +760,7 @@ def _add_data_arguments(parser: argparse.ArgumentParser, out_help: str) -> None:
         help="feature columns (default: every column but outcome, treatment and id columns)",
     )
     parser.add_argument(
-        "--learner", choices=_LEARNERS, default="DR", help="meta-learner (default DR)"
+        "--learner", choices=_learner_names(), default="DR", help="meta-learner (default DR)"
     )
     parser.add_argument(
         "--control",

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from metalearn._base import MetaLearner, PlanTerm
 from metalearn._crossfit import accepts_categorical, prepare_estimator
 from metalearn._frames import encode_features
 from metalearn._importance import feature_importance, permutation_importance
@@ -35,11 +36,9 @@ from metalearn._shapley import (
 from metalearn._summary import (
     CATETree,
     LeafEffect,
-    check_predictable,
     effect_key_names,
     summarize_cate,
 )
-from metalearn.learners import DRLearner, RLearner, SLearner, TLearner, XLearner
 
 __all__ = [
     "CATETree",
@@ -128,17 +127,6 @@ class ExplanationInfo:
     max_additivity_error: float
     fidelity_r2: float | None
     note: str
-
-
-@dataclass(frozen=True)
-class _Term:
-    """One model in the linear combination that makes a CATE: ``coef * f(x[, variant])``."""
-
-    coef: float
-    model: Any
-    variant: int | None = None  # indicator columns of this variant code appended ...
-    indicators: Any = None  # ... made by this function of variant codes (S, pooled T)
-    column: int | None = None  # classification: predict_proba column explained
 
 
 class Explainer:
@@ -265,10 +253,10 @@ class Explainer:
         surrogate_model: Any = None,
         random_state: int | None = None,
     ) -> None:
-        if not isinstance(learner, SLearner | TLearner | XLearner | RLearner | DRLearner):
+        if not isinstance(learner, MetaLearner):
             raise TypeError(
-                "`learner` must be a fitted metalearn SLearner, TLearner, XLearner, RLearner or "
-                f"DRLearner; got {type(learner).__name__}."
+                "`learner` must be a fitted metalearn learner (SLearner, TLearner, XLearner, "
+                f"RLearner, DRLearner, ...); got {type(learner).__name__}."
             )
         check_is_fitted(learner, "variants_")
         if method not in _METHODS:
@@ -367,19 +355,20 @@ class Explainer:
             return Xa
         return Xa[np.sort(rng.choice(Xa.shape[0], self.n_background, replace=False))]
 
-    def _games(self) -> list[str]:
+    def _games(self, plans: dict[tuple[int, int], list[PlanTerm]]) -> list[str]:
         learner = self.learner
-        # The S-learner's indicator columns and the T/S outcome models' probabilities
-        # (a link of the trees' margin) have no exact path-dependent explanation.
-        indicator_or_proba = _pooled(learner) or (
-            isinstance(learner, TLearner) and learner.classes_ is not None
-        )
+        # Models with treatment indicator columns (S, pooled T) and models whose
+        # probabilities are explained (a link of the trees' margin) have no exact
+        # path-dependent explanation: both show in the plan's terms.
+        terms = [t for group in plans.values() for t in group]
+        indicators = any(t.variant is not None for t in terms)
+        proba = any(t.column is not None for t in terms)
         if self.feature_perturbation == "tree_path_dependent":
-            if indicator_or_proba:
+            if indicators or proba:
                 what = (
                     "the treatment indicator columns of its outcome model would take a share "
                     "of every effect"
-                    if _pooled(learner)
+                    if indicators
                     else "it explains the log-odds margin, not the outcome probabilities the "
                     "CATE is on"
                 )
@@ -391,9 +380,9 @@ class Explainer:
             return ["tree_path_dependent"]
         if self.feature_perturbation == "interventional":
             return ["interventional"]
-        if indicator_or_proba:
+        if indicators or proba:
             return ["interventional"]
-        if isinstance(learner, RLearner | DRLearner):
+        if learner._final_stage_on_X:
             return ["tree_path_dependent", "interventional"]
         return ["interventional", "tree_path_dependent"]
 
@@ -401,12 +390,12 @@ class Explainer:
         self, Xa: np.ndarray, background: np.ndarray, rng: np.random.Generator
     ) -> dict[str, tuple[np.ndarray, float, ExplanationInfo]]:
         learner = self.learner
-        check_predictable(learner)
+        learner._check_predictable()
         reason = ""
         if self.method in ("auto", "models"):
-            plans, reason = _plans(learner)
+            plans, reason = learner._explanation_plan()
             if plans is not None:
-                games = self._games()
+                games = self._games(plans)
                 reasons = []
                 for game in games:
                     try:
@@ -423,7 +412,7 @@ class Explainer:
         return self._agnostic(Xa, background, rng, reason)
 
     def _models(
-        self, plans: dict[tuple[int, int], list[_Term]], Xa: np.ndarray, B: np.ndarray, game: str
+        self, plans: dict[tuple[int, int], list[PlanTerm]], Xa: np.ndarray, B: np.ndarray, game: str
     ) -> dict[str, tuple[np.ndarray, float, ExplanationInfo]]:
         learner = self.learner
         p = Xa.shape[1]
@@ -546,7 +535,7 @@ class Explainer:
         learner = self.learner
         n, K1, D = Xa.shape[0], len(learner._treated_codes), learner._out_dim
         if tau is None:
-            check_predictable(learner)
+            learner._check_predictable()
             target = learner._predict_tau(Xa)
             source = "learner.predict(X)"
         else:
@@ -642,103 +631,13 @@ class Explainer:
         )
 
 
-# ------------------------------------------------------------------ plans
-def _plans(learner: Any) -> tuple[dict[tuple[int, int], list[_Term]] | None, str]:
-    """The CATE of each effect ``(j, d)`` as a linear combination of fitted models."""
-    c = learner._control_code
-    D = learner._out_dim
-    plans: dict[tuple[int, int], list[_Term]] = {}
-    if isinstance(learner, RLearner | DRLearner):
-        for j, k in enumerate(learner._treated_codes):
-            for d in range(D):
-                models = learner.effect_models_[(k, d)]
-                plans[(j, d)] = [_Term(1.0 / len(models), m) for m in models]
-        return plans, ""
-    if isinstance(learner, XLearner):
-        g = _constant_blend(learner)
-        if g is None:
-            return None, (
-                "the blend weight g(x) comes from a propensity model, so the CATE "
-                "g(x) tau0(x) + (1 - g(x)) tau1(x) is not a linear combination of models"
-            )
-        for j, k in enumerate(learner._treated_codes):
-            for d in range(D):
-                m0, m1 = learner.effect_models_[(k, 0, d)], learner.effect_models_[(k, 1, d)]
-                plans[(j, d)] = [_Term(g[j] / len(m0), m) for m in m0] + [
-                    _Term((1.0 - g[j]) / len(m1), m) for m in m1
-                ]
-        return plans, ""
-    classes = learner.classes_
-    if classes is not None and len(classes) > 2:
-        return None, "multi-class probabilities (a softmax) have no exact per-model explainer"
-    if isinstance(learner, TLearner) and not _pooled(learner):
-        models_ = learner.nuisance_.models_
-        per_variant = models_["mu"] if "mu" in models_ else [[m] for m in models_["mu_full"]]
-        for j, k in enumerate(learner._treated_codes):
-            terms = []
-            for sign, v in ((1.0, k), (-1.0, c)):
-                for m in per_variant[v]:
-                    col = _positive_column(m, classes)
-                    if col == -1:
-                        return None, "an outcome model never saw one of the outcome classes"
-                    terms.append(_Term(sign / len(per_variant[v]), m, column=col))
-            plans[(j, 0)] = terms
-        return plans, ""
-    # One model with treatment indicator columns: the S-learner, or a T-learner whose
-    # shared Nuisance pools the outcome models.
-    if isinstance(learner, SLearner):
-        models, indicators = learner.models_, learner._indicators
-    else:
-        nuis = learner.nuisance_
-        models_ = nuis.models_
-        models = models_["mu"] if "mu" in models_ else models_["mu_full"]
-        indicators = nuis._indicators
-    for j, k in enumerate(learner._treated_codes):
-        terms = []
-        for m in models:
-            col = _positive_column(m, classes)
-            if col == -1:
-                return None, "an outcome model never saw one of the outcome classes"
-            terms.append(_Term(1.0 / len(models), m, k, indicators, col))
-            terms.append(_Term(-1.0 / len(models), m, c, indicators, col))
-        plans[(j, 0)] = terms
-    return plans, ""
-
-
-def _pooled(learner: Any) -> bool:
-    """Whether the learner's outcome models take treatment indicator columns."""
-    if isinstance(learner, SLearner):
-        return True
-    if isinstance(learner, TLearner):
-        return getattr(learner.nuisance_, "outcome_pooling", "per_variant") == "pooled"
-    return False
-
-
-def _positive_column(model: Any, classes: Any) -> int | None:
-    """``None`` for regression; the predict_proba column of class code 1; -1 if missing."""
-    if classes is None:
-        return None
-    seen = list(np.asarray(model.classes_).tolist())
-    return seen.index(1) if 1 in seen else -1
-
-
-def _constant_blend(learner: Any) -> np.ndarray | None:
-    nuis = learner.nuisance_
-    if nuis.models_.get("e") is not None:
-        return None
-    known = nuis.oof_["e"]
-    if not np.allclose(known, known[0]):
-        return None
-    return learner._blend_weight(known[:1])[0]
-
-
 def _game_note(learner: Any, game: str, n_background: int | None, *, requested: bool) -> str:
     if game == "interventional":
         return (
             f"Exact by linearity of Shapley values: all models explained in one interventional "
             f"game against the same {n_background} background rows."
         )
-    if isinstance(learner, TLearner | XLearner):
+    if not learner._final_stage_on_X:
         return (
             "Exact by linearity, but path-dependent TreeSHAP takes each model's own training "
             "rows as reference (different variants' rows here), so the values are the CATE's "

@@ -218,16 +218,14 @@ def test_rlearner_pair_score_with_both_propensities_zero_is_finite() -> None:
 def test_every_former_copy_imports_the_formulas() -> None:
     from metalearn import _base, _eval_common, _scoring_nuisance, ate, scoring
     from metalearn.learners import dr, r, x
-    from metalearn.tuning import _evaluate
 
     uses = {
         dr: ["aipw_scores", "weighted_mean"],
-        r: ["pair_propensity", "r_residuals", "r_pseudo_outcome"],
+        r: ["pair_propensity", "r_residuals", "r_pseudo_outcome", "r_loss_terms"],
         x: ["pair_propensity"],
         _base: ["clip_bounds", "clip_propensity"],
         _scoring_nuisance: ["aipw_scores", "clip_distribution"],
         scoring: ["pair_propensity", "clip_propensity", "r_residuals", "r_loss_terms"],
-        _evaluate: ["aipw_scores", "pair_propensity", "r_residuals", "r_loss_terms"],
         ate: ["aipw_scores", "aipw_att_terms", "clip_propensity", "weighted_mean"],
         _eval_common: ["aipw_potential_outcomes"],
     }

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from metalearn._base import MetaLearner
+from metalearn._base import MetaLearner, PlanTerm, fold_mean_plan
 from metalearn._formulas import aipw_scores, weighted_mean
 from metalearn._frames import encode_features
 from metalearn._results import mean_std_error
@@ -40,7 +40,14 @@ class DRLearner(MetaLearner):
     propensity_model : classifier, default=None
         ``None`` means ``LGBMClassifier(verbose=-1)``.
     effect_model : regressor, default=None
-        Final-stage model. ``None`` means ``LGBMRegressor(verbose=-1)``.
+        Final-stage model. ``None`` means a strongly regularised
+        LightGBM sized by the number of training rows ``n``
+        (:func:`metalearn._defaults.default_effect_regressor`: 200 trees of
+        4 leaves of at least ``max(20, round(6 * sqrt(n)))`` rows, learning
+        rate ``min(0.1, n / 100_000)``). LightGBM's own defaults fit the
+        noise of the final-stage targets at small ``n`` (at n = 1,000 on the
+        Nie and Wager setups, 5-100x the test MSE; see ``benchmarks/RESULTS.md``,
+        "Small n"); pass ``LGBMRegressor(verbose=-1)`` for the former default.
     nuisance : Nuisance, default=None
         A fitted :class:`~metalearn.Nuisance` to reuse.
     control : object, default=None
@@ -111,6 +118,9 @@ class DRLearner(MetaLearner):
     True
     """
 
+    short_name = "DR"
+    _registry_rank = 4
+    _final_stage_on_X = True
     _nuisance_for_fit = frozenset({"mu", "e"})
     _nuisance_for_oof = frozenset({"mu", "e"})
 
@@ -232,3 +242,25 @@ class DRLearner(MetaLearner):
         Xa, _ = encode_features(X, self.schema_)
         mu = self.nuisance_.mu_predict(Xa)
         return mu[..., 0] if mu.shape[2] == 1 else mu
+
+    # Hooks -------------------------------------------------------------------
+    def _explanation_plan(self) -> tuple[dict[tuple[int, int], list[PlanTerm]] | None, str]:
+        return fold_mean_plan(self, self.effect_models_), ""
+
+    def _final_loss(
+        self,
+        Y: np.ndarray,
+        w: np.ndarray,
+        own: Any,
+        tau3: np.ndarray,
+        sample_weight: np.ndarray | None,
+    ) -> float | None:
+        """DR-loss: mean squared distance of the effects to the AIPW pseudo-outcomes."""
+        if own.e is None or own.mu is None:
+            return None
+        phi = aipw_scores(Y, w, own.mu, self._clip(own.e), self._treated_codes, self._control_code)
+        losses = [
+            np.average(np.sum((phi[:, j, :] - tau3[:, j, :]) ** 2, axis=1), weights=sample_weight)
+            for j in range(len(self._treated_codes))
+        ]
+        return float(np.mean(losses))

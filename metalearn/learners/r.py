@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from metalearn._base import MetaLearner
-from metalearn._formulas import pair_propensity, r_pseudo_outcome, r_residuals
+from metalearn._base import MetaLearner, PlanTerm, fold_mean_plan
+from metalearn._formulas import pair_propensity, r_loss_terms, r_pseudo_outcome, r_residuals
 from metalearn.nuisance import Data, Nuisance
 
 __all__ = ["RLearner"]
@@ -36,7 +36,14 @@ class RLearner(MetaLearner):
     propensity_model : classifier, default=None
         ``None`` means ``LGBMClassifier(verbose=-1)``.
     effect_model : regressor, default=None
-        Final-stage model; must accept ``sample_weight``.
+        Final-stage model; must accept ``sample_weight``. ``None`` means a
+        strongly regularised LightGBM sized by the number of training rows ``n``
+        (:func:`metalearn._defaults.default_effect_regressor`: 200 trees of
+        4 leaves of at least ``max(20, round(6 * sqrt(n)))`` rows, learning
+        rate ``min(0.1, n / 100_000)``). LightGBM's own defaults fit the
+        noise of the final-stage targets at small ``n`` (at n = 1,000 on the
+        Nie and Wager setups, 5-100x the test MSE; see ``benchmarks/RESULTS.md``,
+        "Small n"); pass ``LGBMRegressor(verbose=-1)`` for the former default.
     nuisance : Nuisance, default=None
         A fitted :class:`~metalearn.Nuisance` to reuse (its propensity models
         are reused; the marginal outcome models are fitted once and kept in it).
@@ -85,6 +92,9 @@ class RLearner(MetaLearner):
     (2,)
     """
 
+    short_name = "R"
+    _registry_rank = 3
+    _final_stage_on_X = True
     _nuisance_for_fit = frozenset({"m", "e"})
     _nuisance_for_oof = frozenset({"m", "e"})
 
@@ -164,3 +174,28 @@ class RLearner(MetaLearner):
         keys = list(self.effect_models_)
         out = self._predict_effects([self.effect_models_[k] for k in keys], Xa)
         return self._stack(dict(zip(keys, out, strict=True)), Xa.shape[0])
+
+    # Hooks -------------------------------------------------------------------
+    def _explanation_plan(self) -> tuple[dict[tuple[int, int], list[PlanTerm]] | None, str]:
+        return fold_mean_plan(self, self.effect_models_), ""
+
+    def _final_loss(
+        self,
+        Y: np.ndarray,
+        w: np.ndarray,
+        own: Any,
+        tau3: np.ndarray,
+        sample_weight: np.ndarray | None,
+    ) -> float | None:
+        """R-loss of the effects on the rows of each (control, treated) pair."""
+        if own.e is None:
+            return None
+        c = self._control_code
+        losses = []
+        for j, k in enumerate(self._treated_codes):
+            rows = np.flatnonzero((w == k) | (w == c))
+            p = self._clip(pair_propensity(own.e[rows], k, c))
+            ry, rt = r_residuals(Y[rows], w[rows] == k, own.marginal[k][rows], p)
+            weights = None if sample_weight is None else sample_weight[rows]
+            losses.append(np.average(r_loss_terms(ry, rt, tau3[rows, j, :]), weights=weights))
+        return float(np.mean(losses))

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from metalearn._base import MetaLearner
+from metalearn._base import MetaLearner, PlanTerm, indicator_plan
 from metalearn._crossfit import (
     Task,
     accepts_categorical,
@@ -87,6 +87,8 @@ class SLearner(MetaLearner):
     1.0
     """
 
+    short_name = "S"
+    _registry_rank = 0
     _uses_nuisance = False
 
     def __init__(
@@ -188,3 +190,10 @@ class SLearner(MetaLearner):
         Xa, _ = encode_features(X, self.schema_)
         mu = self._mu(Xa)
         return mu[..., 0] if mu.shape[2] == 1 else mu
+
+    # Hooks -------------------------------------------------------------------
+    def _outcome_indicators(self) -> bool:
+        return True
+
+    def _explanation_plan(self) -> tuple[dict[tuple[int, int], list[PlanTerm]] | None, str]:
+        return indicator_plan(self, self.models_, self._indicators)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from metalearn._base import MetaLearner
+from metalearn._base import MetaLearner, PlanTerm, indicator_plan, positive_column
 from metalearn._frames import encode_features
 from metalearn.nuisance import Data, Nuisance
 
@@ -82,6 +82,8 @@ class TLearner(MetaLearner):
     (3,)
     """
 
+    short_name = "T"
+    _registry_rank = 1
     _nuisance_for_fit = frozenset({"mu_full"})
     _nuisance_for_oof = frozenset({"mu"})
 
@@ -123,3 +125,28 @@ class TLearner(MetaLearner):
         Xa, _ = encode_features(X, self.schema_)
         mu = self.nuisance_.mu_predict(Xa)
         return mu[..., 0] if mu.shape[2] == 1 else mu
+
+    # Hooks -------------------------------------------------------------------
+    def _outcome_indicators(self) -> bool:
+        return getattr(self.nuisance_, "outcome_pooling", "per_variant") == "pooled"
+
+    def _explanation_plan(self) -> tuple[dict[tuple[int, int], list[PlanTerm]] | None, str]:
+        models_ = self.nuisance_.models_
+        if self._outcome_indicators():
+            models = models_["mu"] if "mu" in models_ else models_["mu_full"]
+            return indicator_plan(self, models, self.nuisance_._indicators)
+        classes = self.classes_
+        if classes is not None and len(classes) > 2:
+            return None, "multi-class probabilities (a softmax) have no exact per-model explainer"
+        per_variant = models_["mu"] if "mu" in models_ else [[m] for m in models_["mu_full"]]
+        plans = {}
+        for j, k in enumerate(self._treated_codes):
+            terms = []
+            for sign, v in ((1.0, k), (-1.0, self._control_code)):
+                for m in per_variant[v]:
+                    col = positive_column(m, classes)
+                    if col == -1:
+                        return None, "an outcome model never saw one of the outcome classes"
+                    terms.append(PlanTerm(sign / len(per_variant[v]), m, column=col))
+            plans[(j, 0)] = terms
+        return plans, ""

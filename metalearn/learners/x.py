@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from metalearn._base import MetaLearner
+from metalearn._base import MetaLearner, PlanTerm
 from metalearn._formulas import pair_propensity
 from metalearn._frames import encode_features
 from metalearn._validation import check_propensity
@@ -97,6 +97,8 @@ class XLearner(MetaLearner):
     (2,)
     """
 
+    short_name = "X"
+    _registry_rank = 2
     _nuisance_for_fit = frozenset({"mu", "e"})
     _nuisance_for_oof = frozenset({"mu", "e"})
 
@@ -202,3 +204,40 @@ class XLearner(MetaLearner):
         Xa, _ = encode_features(X, self.schema_)
         mu = self.nuisance_.mu_predict(Xa)
         return mu[..., 0] if mu.shape[2] == 1 else mu
+
+    # Hooks -------------------------------------------------------------------
+    def _constant_blend(self) -> np.ndarray | None:
+        """The blend weights g when propensities are known and constant, else ``None``."""
+        nuis = self.nuisance_
+        if nuis.models_.get("e") is not None:
+            return None
+        known = nuis.oof_["e"]
+        if not np.allclose(known, known[0]):
+            return None
+        return self._blend_weight(known[:1])[0]
+
+    def _explanation_plan(self) -> tuple[dict[tuple[int, int], list[PlanTerm]] | None, str]:
+        g = self._constant_blend()
+        if g is None:
+            return None, (
+                "the blend weight g(x) comes from a propensity model, so the CATE "
+                "g(x) tau0(x) + (1 - g(x)) tau1(x) is not a linear combination of models"
+            )
+        plans = {}
+        for j, k in enumerate(self._treated_codes):
+            for d in range(self._out_dim):
+                m0, m1 = self.effect_models_[(k, 0, d)], self.effect_models_[(k, 1, d)]
+                plans[(j, d)] = [PlanTerm(g[j] / len(m0), m) for m in m0] + [
+                    PlanTerm((1.0 - g[j]) / len(m1), m) for m in m1
+                ]
+        return plans, ""
+
+    def _check_predictable(self) -> None:
+        nuis = self.nuisance_
+        if nuis.models_.get("e") is None and not np.allclose(nuis.oof_["e"], nuis.oof_["e"][0]):
+            raise ValueError(
+                "This XLearner was fitted with per-row known propensities, so its CATE on other "
+                "rows depends on propensities that are not features and cannot be explained "
+                "as a function of X. Use method='surrogate' with "
+                "tau=learner.predict(X, propensity=...)."
+            )

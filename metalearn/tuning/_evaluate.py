@@ -25,6 +25,7 @@ on the scored rows (out-of-fold, or their fold-mean prediction).
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,12 +37,11 @@ import numpy as np
 
 from metalearn._base import MetaLearner
 from metalearn._crossfit import make_folds
-from metalearn._formulas import aipw_scores, pair_propensity, r_loss_terms, r_residuals
 from metalearn._nuisance_losses import _outcome_eval, _score, resolve_metrics
 from metalearn._scoring_nuisance import ScoringNuisance
 from metalearn._validation import control_index
 from metalearn.nuisance import Data, Nuisance, prepare_data
-from metalearn.scoring import LOSSES, CATEScorer, _check_design, _learner_tau, _row_losses, _tau3
+from metalearn.scoring import LOSSES, CATEScorer, _check_design, _row_losses
 from metalearn.tuning._cache import NuisanceCache, Prepared, needed_kinds
 
 __all__ = [
@@ -86,18 +86,13 @@ class Dataset:
         }
 
     def take(self, rows: np.ndarray) -> Dataset:
-        d = self.data
-        sw = None if d.sample_weight is None else d.sample_weight[rows]
-        p = None if d.propensity is None else d.propensity[rows]
-        return make_dataset(
-            take_rows(self.X, rows),
-            np.asarray(self.y)[rows],
-            np.asarray(self.w)[rows],
-            sample_weight=sw,
-            propensity=p,
-            classification=d.classes is not None,
-            groups=None if d.groups is None else d.groups[rows],
-        )
+        """The rows ``rows``, sliced from the converted data (nothing is converted again).
+
+        The subset keeps the full data's column schema, so a category that
+        occurs in one row is known to every outer fold.
+        """
+        d = self.data.take(rows)
+        return Dataset(None, None, None, d.sample_weight, d.propensity, d)
 
 
 def make_dataset(
@@ -110,6 +105,7 @@ def make_dataset(
     classification: bool,
     role: str = "",
     groups: Any = None,
+    schema: Any = None,
 ) -> Dataset:
     for name, value in (("X", X), ("y", y), ("w", w)):
         if value is None:
@@ -125,6 +121,7 @@ def make_dataset(
         sample_weight=sample_weight,
         propensity=propensity,
         groups=groups,
+        schema=schema,
     )
     return Dataset(X, y, w, sample_weight, propensity, data)
 
@@ -261,30 +258,9 @@ def _own_heldout(est: MetaLearner, scored: Dataset, Xa: np.ndarray) -> _Own | No
 
 
 def _final_loss(est: MetaLearner, data: Data, own: _Own, tau3: np.ndarray) -> float:
-    """The final stage's own loss: R-loss (R-learner) or DR-loss (DR-learner)."""
-    from metalearn.learners import DRLearner, RLearner
-
-    if own.e is None or not isinstance(est, RLearner | DRLearner):
-        return float("nan")
-    Y = data.target_matrix()
-    sw = np.ones(data.n) if data.sample_weight is None else data.sample_weight
-    c = est._control_code
-    losses = []
-    if isinstance(est, DRLearner):
-        if own.mu is None:
-            return float("nan")
-        phi = aipw_scores(Y, data.w, own.mu, est._clip(own.e), est._treated_codes, c)
-        for j in range(len(est._treated_codes)):
-            losses.append(
-                np.average(np.sum((phi[:, j, :] - tau3[:, j, :]) ** 2, axis=1), weights=sw)
-            )
-        return float(np.mean(losses))
-    for j, k in enumerate(est._treated_codes):
-        rows = np.flatnonzero((data.w == k) | (data.w == c))
-        p = est._clip(pair_propensity(own.e[rows], k, c))
-        ry, rt = r_residuals(Y[rows], data.w[rows] == k, own.marginal[k][rows], p)
-        losses.append(np.average(r_loss_terms(ry, rt, tau3[rows, j, :]), weights=sw[rows]))
-    return float(np.mean(losses))
+    """The final stage's own loss, asked of the learner (its ``_final_loss`` hook)."""
+    loss = est._final_loss(data.target_matrix(), data.w, own, tau3, data.sample_weight)
+    return float("nan") if loss is None else float(loss)
 
 
 def _own_scores(
@@ -457,9 +433,9 @@ class Evaluator:
             fd = split.fit
             start = time.perf_counter()
             if split.scored is None:
-                tau_public = est.fit_predict(fd.X, fd.y, fd.w, **fd.fit_kwargs())
+                tau_oof = est._fit_data(fd.data, honest=True)
             else:
-                est.fit(fd.X, fd.y, fd.w, **fd.fit_kwargs())
+                est._fit_data(fd.data, honest=False)
             fit_time += time.perf_counter() - start
             extra = getattr(shared, "n_model_fits_", 0) - before
             nuisance_fits += extra
@@ -467,13 +443,14 @@ class Evaluator:
             start = time.perf_counter()
             if split.scored is None:
                 data = fd.data
-                tau3 = _tau3(tau_public, data.n, len(est._treated_codes), est._out_dim)
+                assert tau_oof is not None
+                tau3 = tau_oof
                 own_parts.append(_own_scores(est, data, _own_oof(est, data), tau3, self.metrics))
                 tau_all = tau3
             else:
                 scored = split.scored
                 _check_design(est, scored.data)
-                tau3, Xa = _learner_tau(est, scored.X, scored.propensity)
+                tau3, Xa = _encoded_tau(est, scored)
                 own = _own_heldout(est, scored, Xa)
                 own_parts.append(_own_scores(est, scored.data, own, tau3, self.metrics))
                 if split.rows is None:
@@ -512,7 +489,7 @@ class Evaluator:
         """
         prep = self.cache.prepare(learner, self.train.data, honest=False)
         est = prep.learner
-        est.fit(self.train.X, self.train.y, self.train.w, **self.train.fit_kwargs())
+        est._fit_data(self.train.data, honest=False)
         if est is learner:
             return learner
         params = set(learner.get_params(deep=False))
@@ -520,6 +497,15 @@ class Evaluator:
             if name not in params:
                 setattr(learner, name, value)
         return learner
+
+
+def _encoded_tau(est: MetaLearner, scored: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted learner's (n, K-1, D) effects on already converted rows, and those rows."""
+    Xa = scored.data.X
+    params = inspect.signature(est._predict_tau).parameters
+    if "propensity" in params and scored.data.propensity is not None:
+        return est._predict_tau(Xa, propensity=scored.data.propensity), Xa  # type: ignore[call-arg]
+    return est._predict_tau(Xa), Xa
 
 
 def _mean_scores(parts: list[dict[str, float]]) -> dict[str, float]:
@@ -565,6 +551,7 @@ def search_evaluator(
             classification=classification,
             role="_val",
             groups=groups_val,
+            schema=train.data.schema,
         )
     return Evaluator(
         train,
