@@ -52,7 +52,7 @@ from metalearn.datasets import (
     simulate_retention,
 )
 
-LEARNERS = ("S", "T", "X", "R", "DR")
+LEARNERS = ("S", "T", "X", "R", "DR", "RA")
 
 # "Clearly better than an uninformative predictor": PEHE at most 80 % of the
 # predictor's. See the module docstring for why 20 % is far outside seed noise.
@@ -242,7 +242,7 @@ DESIGNS: dict[str, Design] = {
 
 
 def make_learners(design: Design, nuisance: ml.Nuisance) -> dict[str, Any]:
-    """The five learners; X, R and DR share ``nuisance``.
+    """The six learners; X, R, DR and RA share ``nuisance``.
 
     Sharing is only a saving: ``test_equivalences`` checks that a learner on a
     shared Nuisance predicts exactly what it predicts with its own.
@@ -254,6 +254,7 @@ def make_learners(design: Design, nuisance: ml.Nuisance) -> dict[str, Any]:
         "X": ml.XLearner(nuisance=nuisance, effect_model=design.effect(), **common),
         "R": ml.RLearner(nuisance=nuisance, effect_model=design.effect(), **common),
         "DR": ml.DRLearner(nuisance=nuisance, effect_model=design.effect(), **common),
+        "RA": ml.RALearner(nuisance=nuisance, effect_model=design.effect(), **common),
     }
 
 
