@@ -528,17 +528,20 @@ class MetaLearner(BaseEstimator):
         data: Data,
         specs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
         folds: np.ndarray,
-        crossfit: bool,
+        honest: bool,
         *,
         require_weight: bool = False,
     ) -> tuple[list[list[Any]], list[np.ndarray] | None]:
         """Fit one effect model per spec ``(rows, target, weight)``.
 
         ``target`` and ``weight`` are full-length arrays (read at ``rows``).
-        Without ``crossfit``: one model per spec on its rows. With it: one model per spec
-        and fold on its rows outside the fold, predicting every row of the
-        fold; returns the out-of-fold predictions (n,) per spec too.
+        With a full final stage (``final_stage="full"`` in ``fit``): one model
+        per spec on its rows. Cross-fitted: one model per spec and fold on its
+        rows outside the fold. Only for ``honest`` fits (``fit_predict``) do
+        the fold models predict the rows of their fold, and the out-of-fold
+        predictions (n,) per spec are returned; ``fit`` computes none.
         """
+        crossfit = self._crossfit_final(honest)
         template = self._effect_template()
         if require_weight and not accepts_sample_weight(template):
             raise TypeError(
@@ -572,7 +575,9 @@ class MetaLearner(BaseEstimator):
                         train=train,
                         target=target[train],
                         sample_weight=None if weight is None else weight[train],
-                        predict_rows=None if f is None else np.flatnonzero(folds == f),
+                        predict_rows=(
+                            np.flatnonzero(folds == f) if honest and f is not None else None
+                        ),
                         fit_params=(
                             {"categorical_feature": cats}
                             if cats and accepts_categorical(est)
@@ -584,7 +589,7 @@ class MetaLearner(BaseEstimator):
         self.n_model_fits_ += len(tasks)
         per = n_folds if crossfit else 1
         models = [[r[0] for r in results[i * per : (i + 1) * per]] for i in range(len(specs))]
-        if not crossfit:
+        if not honest:
             return models, None
         oofs = []
         for i in range(len(specs)):

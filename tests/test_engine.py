@@ -123,3 +123,20 @@ def test_features_are_checked_for_nan_once_per_fit(sim, monkeypatch):
     monkeypatch.setattr(nuisance_module, "check_finite_X", counting)
     ml.DRLearner(**LIN, effect_model=LinearRegression(), n_folds=2).fit(sim.X, sim.y, sim.w)
     assert len(calls) == 1
+
+
+class _CountingRegression(LinearRegression):
+    predictions = 0
+
+    def predict(self, X):
+        type(self).predictions += 1
+        return super().predict(X)
+
+
+def test_fit_makes_no_out_of_fold_final_stage_predictions(sim):
+    _CountingRegression.predictions = 0
+    dr = ml.DRLearner(**LIN, effect_model=_CountingRegression(), n_folds=3)
+    dr.fit(sim.X, sim.y, sim.w)
+    assert _CountingRegression.predictions == 0  # fit only fits the fold models
+    dr.fit_predict(sim.X, sim.y, sim.w)
+    assert _CountingRegression.predictions == 3  # each fold model predicts its fold

@@ -180,7 +180,7 @@ class DRLearner(MetaLearner):
             for d in range(data.out_dim):
                 specs.append((rows, np.ascontiguousarray(phi[:, j, d]), data.sample_weight))
                 keys.append((k, d))
-        models, oofs = self._fit_effects(data, specs, folds, self._crossfit_final(honest))
+        models, oofs = self._fit_effects(data, specs, folds, honest)
         self.effect_models_ = dict(zip(keys, models, strict=True))
         if not honest:
             return None

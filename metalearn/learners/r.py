@@ -154,9 +154,7 @@ class RLearner(MetaLearner):
                 pseudo[rows] = pseudo_rows[:, d]
                 specs.append((rows, pseudo, weight))
                 keys.append((k, d))
-        models, oofs = self._fit_effects(
-            data, specs, folds, self._crossfit_final(honest), require_weight=True
-        )
+        models, oofs = self._fit_effects(data, specs, folds, honest, require_weight=True)
         self.effect_models_ = dict(zip(keys, models, strict=True))
         if not honest:
             return None

@@ -148,7 +148,7 @@ class RALearner(MetaLearner):
                 target = np.nan_to_num(phi[:, j, d])  # read at `rows` only
                 specs.append((rows, target, data.sample_weight))
                 keys.append((k, d))
-        models, oofs = self._fit_effects(data, specs, folds, self._crossfit_final(honest))
+        models, oofs = self._fit_effects(data, specs, folds, honest)
         self.effect_models_ = dict(zip(keys, models, strict=True))
         if not honest:
             return None

@@ -153,7 +153,7 @@ class XLearner(MetaLearner):
                 keys.append((k, 0, d))
                 specs.append((rows_k, d1, data.sample_weight))
                 keys.append((k, 1, d))
-        models, oofs = self._fit_effects(data, specs, folds, self._crossfit_final(honest))
+        models, oofs = self._fit_effects(data, specs, folds, honest)
         self.effect_models_ = dict(zip(keys, models, strict=True))
         if not honest:
             return None
