@@ -32,6 +32,8 @@ from metalearn._crossfit import (
     run_tasks,
     task_seed,
 )
+from metalearn._formulas import clip_bounds as formula_clip_bounds
+from metalearn._formulas import pair_propensity
 from metalearn._frames import FrameSchema, encode_features, native_backend, to_1d_array
 from metalearn._validation import (
     check_classifier,
@@ -159,7 +161,8 @@ def prepare_design(
 
 
 def clip_bounds(clip: Any, *, name: str = "clip") -> tuple[float, float]:
-    """``None`` -> (0, 1); ``a`` -> (a, 1 - a); ``(lo, hi)`` as given, checked."""
+    """``None`` -> (0, 1); ``a`` -> (a, 1 - a); ``(lo, hi)`` as given: checked, then read by
+    :func:`metalearn._formulas.clip_bounds` (the one clip rule)."""
     if clip is None:
         return 0.0, 1.0
     try:
@@ -174,7 +177,7 @@ def clip_bounds(clip: Any, *, name: str = "clip") -> tuple[float, float]:
             f"`{name}` must be None, a float in [0, 0.5) or a pair (low, high) with "
             f"0 <= low < high <= 1; got {clip!r}."
         )
-    return lo, hi
+    return formula_clip_bounds(clip)
 
 
 def as_propensity_matrix(propensity: Any, n: int, n_variants: int) -> np.ndarray:
@@ -355,16 +358,13 @@ def _fold_seed(random_state: Any) -> Any:
 
 
 def pair_score(e: np.ndarray, k: int, c: int) -> np.ndarray:
-    """``e_k / (e_k + e_c)``; rows where both are zero get 0.5 (no information).
+    """``e_k / (e_k + e_c)``: :func:`metalearn._formulas.pair_propensity` (0.5 where both are 0).
 
-    With two variants this is ``e_k`` itself, returned as is (no rounding).
+    With two variants this is ``e_k`` itself.
     """
     if e.shape[1] == 2:
         return e[:, k].copy()
-    den = e[:, k] + e[:, c]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        q = np.where(den > 0, e[:, k] / np.where(den > 0, den, 1.0), 0.5)
-    return q
+    return pair_propensity(e, k, c)
 
 
 def crump_alpha(q: np.ndarray) -> float:

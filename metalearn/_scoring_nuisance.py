@@ -14,6 +14,9 @@ from metalearn.nuisance import Data, Nuisance, prepare_data
 
 __all__ = ["ScoringNuisance", "fit_scoring_nuisance", "check_clip", "fit_scoring"]
 
+#: The clip of estimated propensities in scoring nuisances when none is given.
+SCORING_CLIP = 0.01
+
 
 @dataclass(frozen=True, repr=False, eq=False)
 class ScoringNuisance:
@@ -210,7 +213,7 @@ def fit_scoring_nuisance(
     classification: bool | None = None,
     propensity: Any = None,
     sample_weight: Any = None,
-    propensity_clip: float = 0.01,
+    propensity_clip: float = SCORING_CLIP,
     n_jobs: int | None = None,
 ) -> ScoringNuisance:
     """Cross-fit the scoring nuisances on evaluation data, once for every learner.

@@ -14,8 +14,9 @@ import numpy as np
 from scipy import stats
 from sklearn.utils.validation import check_is_fitted
 
+from metalearn._formulas import clip_propensity, pair_propensity, r_residuals
 from metalearn._frames import FrameSchema, encode_features, native_backend, to_native_frame
-from metalearn._scoring_nuisance import ScoringNuisance, fit_scoring
+from metalearn._scoring_nuisance import SCORING_CLIP, ScoringNuisance, fit_scoring
 from metalearn._shapley import require_matplotlib
 from metalearn.nuisance import prepare_data
 
@@ -100,7 +101,7 @@ def scoring_data(
                 "`metalearn.scoring.fit_scoring_nuisance(X, y, w, ...)` on these rows."
             )
         return Xa, nuisance
-    sn = fit_scoring(data, nuisance, learner._control_code, 0.01, learner.n_jobs)
+    sn = fit_scoring(data, nuisance, learner._control_code, SCORING_CLIP, learner.n_jobs)
     return Xa, sn
 
 
@@ -124,11 +125,10 @@ def make_loss(sn: ScoringNuisance, loss: str) -> Callable[[np.ndarray], np.ndarr
     parts = []
     for k in sn.treated:
         rows = np.flatnonzero((sn.w == c) | (sn.w == k))
-        p = e[rows, k] / (e[rows, k] + e[rows, c])
+        p = pair_propensity(e[rows], k, c)
         if not sn.known_propensity:
-            p = np.clip(p, 0.01, 0.99)
-        t_res = (sn.w[rows] == k).astype(np.float64) - p
-        y_res = sn.target[rows] - sn.marginal[k][rows]
+            p = clip_propensity(p, SCORING_CLIP)
+        y_res, t_res = r_residuals(sn.target[rows], sn.w[rows] == k, sn.marginal[k][rows], p)
         parts.append((rows, t_res, y_res, sw[rows] / sw[rows].sum()))
 
     def r_loss(tau: np.ndarray) -> np.ndarray:

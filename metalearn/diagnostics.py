@@ -34,6 +34,7 @@ from metalearn._causal import (
     prepare_design,
     py,
 )
+from metalearn._formulas import clip_propensity
 from metalearn._frames import to_1d_array, to_native_frame
 
 __all__ = ["Overlap", "overlap", "balance_table"]
@@ -528,7 +529,7 @@ def balance_table(
     weight_sets: dict[str, np.ndarray] = {}
     for k in design.treated:
         if e is not None:
-            ec = np.clip(e, lo, hi)
+            ec = clip_propensity(e, (lo, hi))
             rows = np.arange(design.n)
             own = ec[rows, design.w]
             if "ipw" in kinds:
