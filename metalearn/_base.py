@@ -37,7 +37,7 @@ from metalearn._crossfit import (
     task_seed,
 )
 from metalearn._formulas import clip_bounds, clip_propensity
-from metalearn._frames import encode_features, native_backend, to_native_frame
+from metalearn._frames import HANDLE_UNKNOWN, encode_features, native_backend, to_native_frame
 from metalearn._results import AverageEffect
 from metalearn._validation import (
     allows_nan,
@@ -64,6 +64,7 @@ class MetaLearner(BaseEstimator):
     # ``Pipeline.score`` and model searches route it (see ``score``).
     __metadata_request__score: ClassVar[dict[str, bool]] = {"w": True, "propensity": True}
 
+    _MODEL_PARAMS: ClassVar[tuple[str, ...]] = ("outcome_model", "propensity_model", "effect_model")
     _nuisance_for_fit: frozenset[str] = frozenset()
     _nuisance_for_oof: frozenset[str] = frozenset()
     _uses_nuisance = True
@@ -334,6 +335,13 @@ class MetaLearner(BaseEstimator):
         return model is not None and is_classifier(model)
 
     def _check_common_params(self) -> None:
+        handle = getattr(self, "handle_unknown", "error")
+        if handle not in HANDLE_UNKNOWN:
+            raise ValueError(
+                f"`handle_unknown` must be one of {list(HANDLE_UNKNOWN)}; got {handle!r}. "
+                "'error' rejects categories not seen at fit, 'missing' treats them as "
+                "missing values."
+            )
         if not isinstance(self.n_folds, int | np.integer) or self.n_folds < 2:
             raise ValueError(f"`n_folds` must be an integer >= 2; got {self.n_folds!r}.")
         clip = getattr(self, "propensity_clip", None)
@@ -425,7 +433,9 @@ class MetaLearner(BaseEstimator):
         self._control_code = ci
         self._treated_codes = [k for k in range(data.n_variants) if k != ci]
         self.classes_ = data.classes
-        self.schema_ = replace(data.schema, owner=type(self).__name__)
+        self.schema_ = replace(
+            data.schema, owner=type(self).__name__, handle_unknown=self.handle_unknown
+        )
         self.n_features_in_ = data.X.shape[1]
         if data.schema.feature_names is not None:
             self.feature_names_in_ = np.asarray(data.schema.feature_names, dtype=object)
@@ -518,9 +528,66 @@ class MetaLearner(BaseEstimator):
         return honest or getattr(self, "final_stage", "crossfit") == "crossfit"
 
     def _predict_internal(self, X: Any) -> np.ndarray:
+        return self._predict_tau(self._encode_rows(X))
+
+    def _encode_rows(self, X: Any) -> np.ndarray:
+        """New rows, encoded with the fitted schema and checked for the base models."""
         check_is_fitted(self, "variants_")
         Xa, _ = encode_features(X, self.schema_)
-        return self._predict_tau(Xa)
+        self._check_predict_rows(Xa)
+        return Xa
+
+    def predict_outcomes(self, X: Any) -> np.ndarray:
+        """Predicted mean outcome under every variant, ``(n, n_variants[, n_classes])``.
+
+        From the learner's outcome models (the mean of the fold models when
+        they are cross-fitted). For a binary outcome, the probability of the
+        positive class.
+
+        Parameters
+        ----------
+        X : frame or array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_variants), with a trailing class axis for
+        a multi-class outcome.
+        """
+        mu = self._outcomes(self._encode_rows(X))
+        return mu[..., 0] if mu.shape[2] == 1 else mu
+
+    def _has_outcome_models(self) -> bool:
+        """Whether the fitted learner holds per-variant outcome models."""
+        nuis = getattr(self, "nuisance_", None)
+        return nuis is not None and (nuis.has("mu") or nuis.has("mu_full"))
+
+    def _outcomes(self, Xa: np.ndarray) -> np.ndarray:
+        """(n, K, D) outcome predictions on encoded rows (the nuisance's outcome models)."""
+        nuis = getattr(self, "nuisance_", None)
+        if nuis is None or not self._has_outcome_models():
+            raise AttributeError(
+                f"{type(self).__name__} has no per-variant outcome models to predict outcomes "
+                "with (the R-learner models the marginal outcome of each pair only)."
+            )
+        return nuis.mu_predict(Xa)
+
+    def _check_predict_rows(self, Xa: np.ndarray, name: str = "X") -> None:
+        """Rows to predict: no infinities, and NaN only where every base model takes it."""
+        if Xa.size == 0 or np.isfinite(Xa).all():
+            return
+        params = self.get_params(deep=False)
+        models = {n: params[n] for n in self._MODEL_PARAMS if n in params}
+        nuis = getattr(self, "nuisance_", None)
+        if nuis is not None:
+            models["outcome_model"] = nuis._outcome_template()
+            models["propensity_model"] = (
+                None if nuis.models_.get("e") is None else nuis._propensity_template()
+            )
+        elif models.get("outcome_model") is None:
+            models["outcome_model"] = self._outcome_template()
+        if "effect_model" in models:
+            models["effect_model"] = self._effect_template()
+        check_finite_X(Xa, models, name=name, when="predicting")
 
     # ------------------------------------------------------- final-stage fits
     def _fit_effects(

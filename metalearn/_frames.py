@@ -64,6 +64,9 @@ class FrameSchema:
         The narwhals implementation of the input frame (``None`` for numpy).
     owner : str or None
         Name of the estimator that holds the schema, used in error messages.
+    handle_unknown : {"error", "missing"}
+        What :func:`encode_features` does with a category not seen at fit
+        when this schema is applied and no ``handle_unknown`` is passed.
     """
 
     n_features: int
@@ -71,6 +74,7 @@ class FrameSchema:
     categories: dict[int, np.ndarray] = field(default_factory=dict)
     backend: Any = None
     owner: str | None = None
+    handle_unknown: str = "error"
 
     @property
     def categorical_indices(self) -> list[int]:
@@ -261,7 +265,7 @@ def encode_features(
     schema: FrameSchema | None = None,
     *,
     name: str = "X",
-    handle_unknown: str = "error",
+    handle_unknown: str | None = None,
 ) -> tuple[np.ndarray, FrameSchema]:
     """Convert ``X`` to a 2-D float64 array, learning (``schema=None``) or applying a schema.
 
@@ -274,8 +278,9 @@ def encode_features(
         the category lists are checked against it.
     name : str
         Argument name used in error messages.
-    handle_unknown : {"error", "missing"}
-        What to do, when ``schema`` is given, with a value of a categorical
+    handle_unknown : {"error", "missing"}, optional
+        Default: the schema's own ``handle_unknown`` (``"error"`` without a
+        schema). What to do, when ``schema`` is given, with a value of a categorical
         column that is not among the categories of the schema: ``"error"``
         raises a :class:`ValueError`; ``"missing"`` encodes it as a missing
         value (``NaN``) and warns, naming the column, how many values and
@@ -286,6 +291,8 @@ def encode_features(
     array : ndarray of shape (n_samples, n_features)
     schema : FrameSchema
     """
+    if handle_unknown is None:
+        handle_unknown = "error" if schema is None else schema.handle_unknown
     if not isinstance(handle_unknown, str) or handle_unknown not in HANDLE_UNKNOWN:
         raise ValueError(
             f"`handle_unknown` must be 'error' or 'missing'; got {handle_unknown!r}. Use "

@@ -213,7 +213,7 @@ def learner_rows(
             (cols,) = nuis.mu_model_predictions(Xa[rows], k)
             value = _outcome_eval(m_out, data, rows, cols)
             out.append(_row("learner", "outcome", labels[k], "all", m_out, value, len(rows)))
-    elif hasattr(est, "predict_outcomes"):
+    elif est._has_outcome_models():
         mu = np.asarray(est.predict_outcomes(X), dtype=np.float64)
         mu = mu.reshape(mu.shape[0], mu.shape[1], -1)
         for k in range(data.n_variants):

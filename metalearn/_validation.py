@@ -295,22 +295,37 @@ def allows_nan(estimator: Any) -> bool:
         return False
 
 
-def check_finite_X(X: np.ndarray, models: dict[str, Any], *, name: str = "X") -> None:
-    """Reject infinities always, and NaN where a base model cannot take it."""
+def check_finite_X(
+    X: np.ndarray, models: dict[str, Any], *, name: str = "X", when: str = "fitting"
+) -> None:
+    """Reject infinities always, and NaN where a base model cannot take it.
+
+    ``when`` ("fitting" or "predicting") goes into the message. At predict
+    time NaN may come from the data or from categories unseen at fit with
+    ``handle_unknown="missing"``.
+    """
     if X.size == 0:
         return
     finite = np.isfinite(X)
     if finite.all():
         return
     if np.isinf(X).any():
+        rows, cols = np.nonzero(np.isinf(X))
         raise ValueError(
-            f"`{name}` holds infinite values; replace them (e.g. with NaN for models that "
-            "handle missing values) before fitting."
+            f"`{name}` holds {len(rows)} infinite value(s) (first at row {int(rows[0])}, "
+            f"column {int(cols[0])}); replace them (e.g. with NaN for models that handle "
+            f"missing values) before {when}."
         )
     blockers = [k for k, m in models.items() if m is not None and not allows_nan(m)]
     if blockers:
         raise ValueError(
             f"`{name}` holds NaN values but {', '.join(f'`{b}`' for b in blockers)} cannot "
-            "handle missing values. Impute them (e.g. a Pipeline with SimpleImputer) or use "
-            "a model that accepts NaN such as LightGBM."
+            f"handle missing values, so {when} would fail inside the model. Impute them "
+            "(e.g. a Pipeline with SimpleImputer) or use a model that accepts NaN such as "
+            "LightGBM."
+            + (
+                " (With handle_unknown='missing', categories unseen at fit are NaN too.)"
+                if when == "predicting"
+                else ""
+            )
         )

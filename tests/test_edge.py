@@ -330,13 +330,25 @@ def test_known_categories_as_missing_do_not_warn(kind: str) -> None:
     np.testing.assert_array_equal(arr[:, 1], [1.0])
 
 
-@pytest.mark.parametrize("value", ["ignore", None, "Missing"])
+@pytest.mark.parametrize("value", ["ignore", 0, "Missing"])
 def test_bad_handle_unknown_raises(value: Any) -> None:
     pattern = re.escape(f"`handle_unknown` must be 'error' or 'missing'; got {value!r}.")
     with pytest.raises(ValueError, match=pattern):
         encode_features(_region("pandas", ["north"]), handle_unknown=value)
     with pytest.raises(ValueError, match=pattern):
         encode_features(np.ones((2, 2)), handle_unknown=value)
+
+
+def test_handle_unknown_defaults_to_the_schema() -> None:
+    from dataclasses import replace
+
+    _, schema = encode_features(_region("pandas", ["north", "south"]))
+    with pytest.raises(ValueError, match="not seen at fit"):
+        encode_features(_region("pandas", ["east"]), schema)
+    lenient = replace(schema, handle_unknown="missing")
+    with pytest.warns(UserWarning):
+        arr, _ = encode_features(_region("pandas", ["east"]), lenient)
+    assert np.isnan(arr[0, 1])
 
 
 # ------------------------------------------------------------ 6. numeric inf

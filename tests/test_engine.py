@@ -98,9 +98,7 @@ def test_grid_search_outer_folds_know_a_category_seen_in_one_row():
     sim = ml.datasets.simulate_nie_wager("B", n=300, seed=0)
     city = np.array(["a", "b"] * 150, dtype=object)
     city[17] = "rare"
-    X = pl.DataFrame({f"x{j}": sim.X[:, j] for j in range(3)}).with_columns(
-        pl.Series("city", city)
-    )
+    X = pl.DataFrame({f"x{j}": sim.X[:, j] for j in range(3)}).with_columns(pl.Series("city", city))
     search = ml.MetaLearnerGridSearch(
         ml.TLearner(outcome_model=LinearRegression(), n_folds=2, random_state=0),
         {},
@@ -140,3 +138,59 @@ def test_fit_makes_no_out_of_fold_final_stage_predictions(sim):
     assert _CountingRegression.predictions == 0  # fit only fits the fold models
     dr.fit_predict(sim.X, sim.y, sim.w)
     assert _CountingRegression.predictions == 3  # each fold model predicts its fold
+
+
+@pytest.mark.parametrize("name", ["SLearner", "TLearner", "XLearner", "DRLearner", "RALearner"])
+def test_handle_unknown_category_at_predict(name):
+    pl = pytest.importorskip("polars")
+    from lightgbm import LGBMClassifier, LGBMRegressor
+
+    sim = ml.datasets.simulate_nie_wager("B", n=400, seed=0)
+    city = np.where(sim.X[:, 0] > 0.5, "north", "south")
+    X = pl.DataFrame({"x0": sim.X[:, 0], "x1": sim.X[:, 1], "city": city})
+    cls = getattr(ml, name)
+    params = cls().get_params()
+    kw = {"outcome_model": LGBMRegressor(n_estimators=5, verbose=-1), "n_folds": 2}
+    if "propensity_model" in params:
+        kw["propensity_model"] = LGBMClassifier(n_estimators=5, verbose=-1)
+    if "effect_model" in params:
+        kw["effect_model"] = LGBMRegressor(n_estimators=5, verbose=-1)
+    new = X.head(3).with_columns(pl.Series("city", ["east", "north", "west"]))
+    strict = cls(**kw).fit(X, sim.y, sim.w)
+    with pytest.raises(ValueError, match="Column 'city' of `X` holds categories not seen"):
+        strict.predict(new)
+    lenient = cls(**kw, handle_unknown="missing").fit(X, sim.y, sim.w)
+    with pytest.warns(UserWarning, match="2 value"):
+        tau = lenient.predict(new)
+    assert np.isfinite(tau).all()
+    # A model that cannot take missing values gets a clear message, not sklearn's.
+    linear = cls(
+        **{
+            k: LinearRegression() if k != "propensity_model" else LogisticRegression()
+            for k in kw
+            if k.endswith("_model")
+        },
+        n_folds=2,
+        handle_unknown="missing",
+    ).fit(X, sim.y, sim.w)
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="cannot handle missing"):
+        linear.predict(new)
+
+
+def test_handle_unknown_is_checked():
+    sim = ml.datasets.simulate_nie_wager("B", n=100, seed=0)
+    with pytest.raises(ValueError, match="`handle_unknown` must be one of"):
+        ml.TLearner(outcome_model=LinearRegression(), handle_unknown="ignore").fit(
+            sim.X, sim.y, sim.w
+        )
+
+
+def test_predict_rejects_infinite_and_unsupported_missing_values(sim):
+    t = ml.TLearner(outcome_model=LinearRegression(), n_folds=2).fit(sim.X, sim.y, sim.w)
+    X = np.array(sim.X[:4], dtype=float)
+    X[1, 2] = np.inf
+    with pytest.raises(ValueError, match="infinite value.*row 1, column 2.*before predicting"):
+        t.predict(X)
+    X[1, 2] = np.nan
+    with pytest.raises(ValueError, match="`outcome_model` cannot handle missing values"):
+        t.predict(X)

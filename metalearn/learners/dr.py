@@ -9,7 +9,6 @@ from sklearn.utils.validation import check_is_fitted
 
 from metalearn._base import MetaLearner, PlanTerm, fold_mean_plan
 from metalearn._formulas import aipw_scores, weighted_mean
-from metalearn._frames import encode_features
 from metalearn._results import mean_std_error
 from metalearn.nuisance import Data, Nuisance
 
@@ -52,6 +51,12 @@ class DRLearner(MetaLearner):
         A fitted :class:`~metalearn.Nuisance` to reuse.
     control : object, default=None
         The reference variant.
+    handle_unknown : {"error", "missing"}, default="error"
+        A category at predict time that was not seen at fit: ``"error"``
+        raises, naming the column and the values; ``"missing"`` encodes it as
+        a missing value (NaN) with a warning, for base models that take
+        missing values (LightGBM sends them down its learned missing-value
+        branch). A model that cannot take NaN then raises a clear error.
     n_folds : int, default=5
         Cross-fitting folds.
     propensity_clip : float or (float, float), default=0.05
@@ -132,6 +137,7 @@ class DRLearner(MetaLearner):
         effect_model: Any = None,
         nuisance: Nuisance | None = None,
         control: Any = None,
+        handle_unknown: str = "error",
         n_folds: int = 5,
         propensity_clip: float | tuple[float, float] = 0.05,
         final_stage: str = "crossfit",
@@ -144,6 +150,7 @@ class DRLearner(MetaLearner):
         self.effect_model = effect_model
         self.nuisance = nuisance
         self.control = control
+        self.handle_unknown = handle_unknown
         self.n_folds = n_folds
         self.propensity_clip = propensity_clip
         self.final_stage = final_stage
@@ -235,13 +242,6 @@ class DRLearner(MetaLearner):
         se = mean_std_error(phi, sw, groups)
         method = "AIPW" if groups is None else f"AIPW, clustered by {int(groups.max()) + 1} groups"
         return self._effects(est, se, method, n, level)
-
-    def predict_outcomes(self, X: Any) -> np.ndarray:
-        """Conditional mean outcome of every variant from the outcome models."""
-        check_is_fitted(self, "variants_")
-        Xa, _ = encode_features(X, self.schema_)
-        mu = self.nuisance_.mu_predict(Xa)
-        return mu[..., 0] if mu.shape[2] == 1 else mu
 
     # Hooks -------------------------------------------------------------------
     def _explanation_plan(self) -> tuple[dict[tuple[int, int], list[PlanTerm]] | None, str]:

@@ -49,6 +49,12 @@ class RLearner(MetaLearner):
         are reused; the marginal outcome models are fitted once and kept in it).
     control : object, default=None
         The reference variant.
+    handle_unknown : {"error", "missing"}, default="error"
+        A category at predict time that was not seen at fit: ``"error"``
+        raises, naming the column and the values; ``"missing"`` encodes it as
+        a missing value (NaN) with a warning, for base models that take
+        missing values (LightGBM sends them down its learned missing-value
+        branch). A model that cannot take NaN then raises a clear error.
     n_folds : int, default=5
         Cross-fitting folds.
     propensity_clip : float or (float, float), default=0.01
@@ -106,6 +112,7 @@ class RLearner(MetaLearner):
         effect_model: Any = None,
         nuisance: Nuisance | None = None,
         control: Any = None,
+        handle_unknown: str = "error",
         n_folds: int = 5,
         propensity_clip: float | tuple[float, float] = 0.01,
         final_stage: str = "crossfit",
@@ -117,6 +124,7 @@ class RLearner(MetaLearner):
         self.effect_model = effect_model
         self.nuisance = nuisance
         self.control = control
+        self.handle_unknown = handle_unknown
         self.n_folds = n_folds
         self.propensity_clip = propensity_clip
         self.final_stage = final_stage

@@ -47,6 +47,12 @@ class RALearner(MetaLearner):
         A fitted :class:`~metalearn.Nuisance` to reuse (its outcome models).
     control : object, default=None
         The reference variant.
+    handle_unknown : {"error", "missing"}, default="error"
+        A category at predict time that was not seen at fit: ``"error"``
+        raises, naming the column and the values; ``"missing"`` encodes it as
+        a missing value (NaN) with a warning, for base models that take
+        missing values (LightGBM sends them down its learned missing-value
+        branch). A model that cannot take NaN then raises a clear error.
     n_folds : int, default=5
         Cross-fitting folds.
     final_stage : {"crossfit", "full"}, default="crossfit"
@@ -108,6 +114,7 @@ class RALearner(MetaLearner):
         effect_model: Any = None,
         nuisance: Nuisance | None = None,
         control: Any = None,
+        handle_unknown: str = "error",
         n_folds: int = 5,
         final_stage: str = "crossfit",
         outcome_pooling: str = "pooled",
@@ -118,6 +125,7 @@ class RALearner(MetaLearner):
         self.effect_model = effect_model
         self.nuisance = nuisance
         self.control = control
+        self.handle_unknown = handle_unknown
         self.n_folds = n_folds
         self.final_stage = final_stage
         self.outcome_pooling = outcome_pooling

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
 from metalearn._base import MetaLearner, PlanTerm, indicator_plan
 from metalearn._crossfit import (
@@ -18,7 +17,6 @@ from metalearn._crossfit import (
     run_tasks,
     task_seed,
 )
-from metalearn._frames import encode_features
 from metalearn.nuisance import Data, Nuisance, outcome_columns
 
 __all__ = ["SLearner"]
@@ -45,6 +43,12 @@ class SLearner(MetaLearner):
         ``None`` means ``LGBMRegressor(verbose=-1)``.
     control : object, default=None
         The reference variant (``None``: ``0`` if present, else the first).
+    handle_unknown : {"error", "missing"}, default="error"
+        A category at predict time that was not seen at fit: ``"error"``
+        raises, naming the column and the values; ``"missing"`` encodes it as
+        a missing value (NaN) with a warning, for base models that take
+        missing values (LightGBM sends them down its learned missing-value
+        branch). A model that cannot take NaN then raises a clear error.
     n_folds : int, default=5
         Folds of ``fit_predict``, stratified by variant (and class).
     n_jobs : int, default=None
@@ -96,12 +100,14 @@ class SLearner(MetaLearner):
         *,
         outcome_model: Any = None,
         control: Any = None,
+        handle_unknown: str = "error",
         n_folds: int = 5,
         n_jobs: int | None = None,
         random_state: int | None = None,
     ) -> None:
         self.outcome_model = outcome_model
         self.control = control
+        self.handle_unknown = handle_unknown
         self.n_folds = n_folds
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -168,7 +174,10 @@ class SLearner(MetaLearner):
                 mu[t.predict_rows, k, :] = outcome_columns(p, model, data.classes)
         return mu[:, self._treated_codes, :] - mu[:, [self._control_code], :]
 
-    def _mu(self, Xa: np.ndarray) -> np.ndarray:
+    def _has_outcome_models(self) -> bool:
+        return hasattr(self, "models_")
+
+    def _outcomes(self, Xa: np.ndarray) -> np.ndarray:
         n = Xa.shape[0]
         blocks = self._variant_columns(n)
         jobs = [(m, self._method, b) for m in self.models_ for b in blocks]
@@ -181,15 +190,8 @@ class SLearner(MetaLearner):
         return mu / len(self.models_)
 
     def _predict_tau(self, Xa: np.ndarray) -> np.ndarray:
-        mu = self._mu(Xa)
+        mu = self._outcomes(Xa)
         return mu[:, self._treated_codes, :] - mu[:, [self._control_code], :]
-
-    def predict_outcomes(self, X: Any) -> np.ndarray:
-        """Predicted mean outcome under every variant, ``(n, n_variants[, n_classes])``."""
-        check_is_fitted(self, "variants_")
-        Xa, _ = encode_features(X, self.schema_)
-        mu = self._mu(Xa)
-        return mu[..., 0] if mu.shape[2] == 1 else mu
 
     # Hooks -------------------------------------------------------------------
     def _outcome_indicators(self) -> bool:

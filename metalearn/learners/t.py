@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
 from metalearn._base import MetaLearner, PlanTerm, indicator_plan, positive_column
-from metalearn._frames import encode_features
 from metalearn.nuisance import Data, Nuisance
 
 __all__ = ["TLearner"]
@@ -37,6 +35,12 @@ class TLearner(MetaLearner):
     control : object, default=None
         The reference variant. ``None``: ``0`` if present, else the first
         variant in sorted order.
+    handle_unknown : {"error", "missing"}, default="error"
+        A category at predict time that was not seen at fit: ``"error"``
+        raises, naming the column and the values; ``"missing"`` encodes it as
+        a missing value (NaN) with a warning, for base models that take
+        missing values (LightGBM sends them down its learned missing-value
+        branch). A model that cannot take NaN then raises a clear error.
     n_folds : int, default=5
         Cross-fitting folds, stratified by variant (and outcome class).
     n_jobs : int, default=None
@@ -93,6 +97,7 @@ class TLearner(MetaLearner):
         outcome_model: Any = None,
         nuisance: Nuisance | None = None,
         control: Any = None,
+        handle_unknown: str = "error",
         n_folds: int = 5,
         n_jobs: int | None = None,
         random_state: int | None = None,
@@ -100,6 +105,7 @@ class TLearner(MetaLearner):
         self.outcome_model = outcome_model
         self.nuisance = nuisance
         self.control = control
+        self.handle_unknown = handle_unknown
         self.n_folds = n_folds
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -115,16 +121,6 @@ class TLearner(MetaLearner):
 
     def _predict_tau(self, Xa: np.ndarray) -> np.ndarray:
         return self._contrast(self.nuisance_.mu_predict(Xa))
-
-    def predict_outcomes(self, X: Any) -> np.ndarray:
-        """Conditional mean outcome of every variant, ``(n, n_variants[, n_classes])``.
-
-        For a binary outcome, the probability of the positive class.
-        """
-        check_is_fitted(self, "variants_")
-        Xa, _ = encode_features(X, self.schema_)
-        mu = self.nuisance_.mu_predict(Xa)
-        return mu[..., 0] if mu.shape[2] == 1 else mu
 
     # Hooks -------------------------------------------------------------------
     def _outcome_indicators(self) -> bool:

@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
 from metalearn._base import MetaLearner, PlanTerm
 from metalearn._formulas import pair_propensity
-from metalearn._frames import encode_features
 from metalearn._validation import check_propensity
 from metalearn.nuisance import Data, Nuisance
 
@@ -49,6 +47,12 @@ class XLearner(MetaLearner):
         A fitted :class:`~metalearn.Nuisance` to reuse.
     control : object, default=None
         The reference variant.
+    handle_unknown : {"error", "missing"}, default="error"
+        A category at predict time that was not seen at fit: ``"error"``
+        raises, naming the column and the values; ``"missing"`` encodes it as
+        a missing value (NaN) with a warning, for base models that take
+        missing values (LightGBM sends them down its learned missing-value
+        branch). A model that cannot take NaN then raises a clear error.
     n_folds : int, default=5
         Cross-fitting folds.
     propensity_clip : float or (float, float), default=0.01
@@ -110,6 +114,7 @@ class XLearner(MetaLearner):
         effect_model: Any = None,
         nuisance: Nuisance | None = None,
         control: Any = None,
+        handle_unknown: str = "error",
         n_folds: int = 5,
         propensity_clip: float | tuple[float, float] = 0.01,
         final_stage: str = "crossfit",
@@ -122,6 +127,7 @@ class XLearner(MetaLearner):
         self.effect_model = effect_model
         self.nuisance = nuisance
         self.control = control
+        self.handle_unknown = handle_unknown
         self.n_folds = n_folds
         self.propensity_clip = propensity_clip
         self.final_stage = final_stage
@@ -183,8 +189,7 @@ class XLearner(MetaLearner):
         -------
         tau : ndarray of shape (n_samples,) or (n_samples, n_variants - 1)
         """
-        check_is_fitted(self, "variants_")
-        Xa, _ = encode_features(X, self.schema_)
+        Xa = self._encode_rows(X)
         return self._shape(self._predict_tau(Xa, propensity=propensity))
 
     def _predict_tau(self, Xa: np.ndarray, propensity: Any = None) -> np.ndarray:
@@ -197,13 +202,6 @@ class XLearner(MetaLearner):
             e = self.nuisance_.e_predict(Xa)
         g = self._blend_weight(e)
         return self._combine(dict(zip(keys, out, strict=True)), g, Xa.shape[0])
-
-    def predict_outcomes(self, X: Any) -> np.ndarray:
-        """Conditional mean outcome of every variant from the outcome models."""
-        check_is_fitted(self, "variants_")
-        Xa, _ = encode_features(X, self.schema_)
-        mu = self.nuisance_.mu_predict(Xa)
-        return mu[..., 0] if mu.shape[2] == 1 else mu
 
     # Hooks -------------------------------------------------------------------
     def _constant_blend(self) -> np.ndarray | None:
