@@ -189,7 +189,7 @@ def test_predict_rejects_infinite_and_unsupported_missing_values(sim):
     t = ml.TLearner(outcome_model=LinearRegression(), n_folds=2).fit(sim.X, sim.y, sim.w)
     X = np.array(sim.X[:4], dtype=float)
     X[1, 2] = np.inf
-    with pytest.raises(ValueError, match="infinite value.*row 1, column 2.*before predicting"):
+    with pytest.raises(ValueError, match=r"infinite value.*row 1, column 2.*before predicting"):
         t.predict(X)
     X[1, 2] = np.nan
     with pytest.raises(ValueError, match="`outcome_model` cannot handle missing values"):
