@@ -497,9 +497,10 @@ class MetaLearner(BaseEstimator):
     def _effect_template(self, n: int | None = None) -> Any:
         """The final-stage template: ``effect_model``, or the default for ``n`` rows.
 
-        With ``effect_model=None`` the DR- and R-learner get
+        With ``effect_model=None``, the learner's ``_default_effect_model(n)``
+        hook decides (the DR- and R-learner:
         :func:`metalearn._defaults.default_effect_regressor` for ``n`` training
-        rows (other learners: :func:`~metalearn.nuisance.default_regressor`).
+        rows; other learners: :func:`~metalearn.nuisance.default_regressor`).
         ``n=None`` reads the number of rows of the fit in progress
         (``len(self.folds_)``, set before the final stage is fitted); before
         any fit it gives the rule's large-``n`` model (only its type matters
@@ -508,16 +509,14 @@ class MetaLearner(BaseEstimator):
         model = getattr(self, "effect_model", None)
         if model is not None:
             return model
-        from metalearn._defaults import default_effect_regressor
-        from metalearn.learners.dr import DRLearner
-        from metalearn.learners.r import RLearner
-
-        if not isinstance(self, (DRLearner, RLearner)):
-            return default_regressor()
         if n is None:
             folds = getattr(self, "folds_", None)
             n = None if folds is None else len(folds)
-        return default_effect_regressor(n)
+        return self._default_effect_model(n)
+
+    def _default_effect_model(self, n: int | None) -> Any:
+        """Hook: the effect model used when ``effect_model=None``, for ``n`` training rows."""
+        return default_regressor()
 
     def _clip(self, e: np.ndarray) -> np.ndarray:
         """The clip rule of :mod:`metalearn._formulas` with this learner's ``propensity_clip``."""

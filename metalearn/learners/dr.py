@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from metalearn._base import MetaLearner, PlanTerm, fold_mean_plan
+from metalearn._defaults import default_effect_regressor
 from metalearn._formulas import aipw_scores, weighted_mean
 from metalearn._results import mean_std_error
 from metalearn.nuisance import Data, Nuisance
@@ -264,3 +265,7 @@ class DRLearner(MetaLearner):
             for j in range(len(self._treated_codes))
         ]
         return float(np.mean(losses))
+
+    def _default_effect_model(self, n: int | None) -> Any:
+        # Pseudo-outcomes are noisy: a regularised model whose capacity grows with n.
+        return default_effect_regressor(n)

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from metalearn._base import MetaLearner, PlanTerm, fold_mean_plan
+from metalearn._defaults import default_effect_regressor
 from metalearn._formulas import pair_propensity, r_loss_terms, r_pseudo_outcome, r_residuals
 from metalearn.nuisance import Data, Nuisance
 
@@ -205,3 +206,7 @@ class RLearner(MetaLearner):
             weights = None if sample_weight is None else sample_weight[rows]
             losses.append(np.average(r_loss_terms(ry, rt, tau3[rows, j, :]), weights=weights))
         return float(np.mean(losses))
+
+    def _default_effect_model(self, n: int | None) -> Any:
+        # Pseudo-outcomes are noisy: a regularised model whose capacity grows with n.
+        return default_effect_regressor(n)

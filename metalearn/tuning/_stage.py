@@ -47,11 +47,9 @@ __all__ = ["NuisanceStage", "outcome_mode"]
 
 def outcome_mode(learner: MetaLearner) -> str | None:
     """How ``learner`` uses its outcome model, or None when it has no nuisance stage."""
-    from metalearn.learners import RLearner
-
     if not learner._uses_nuisance or learner.nuisance is not None:
         return None
-    if isinstance(learner, RLearner):
+    if "m" in learner._nuisance_for_fit:  # the pairs' marginal outcome models (R-learner)
         return "marginal"
     return str(getattr(learner, "outcome_pooling", "per_variant"))
 
