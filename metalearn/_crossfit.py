@@ -10,14 +10,40 @@ depend on ``n_jobs``.
 
 Thread rule
 -----------
-With one joblib worker, base models keep their own thread settings (LightGBM
-then uses every core itself). With several workers, every base model whose
-thread parameter (``n_jobs``, ``num_threads``, ``nthread`` or
-``thread_count``) is left at its default or asks for every core (``None``,
-``-1`` or ``0``) gets ``max(1, cpu_count // busy)`` threads, where ``busy``
-is the smaller of the workers and the tasks in the batch, so that busy
-workers x threads does not exceed the number of cores (a batch of one fit
-keeps every core). A positive thread count set by the user is never changed.
+One thread budget covers the whole package: :func:`available_cpus`, the CPUs
+this process may use (CPU affinity and cgroup quotas included, through
+:func:`joblib.cpu_count`; never :func:`os.cpu_count`, which counts the whole
+host). Every layer that runs work side by side divides the budget it was given
+among its busy workers, so that the layers together never ask for more
+threads than the budget:
+
+* tuning runs ``n_search`` candidates or trials side by side: each gets
+  ``budget // n_search`` (:func:`share_threads`, or the thread counts that
+  :func:`metalearn.tuning._params.limit_threads` writes into its models);
+* a learner's batch of fits runs on ``busy`` joblib workers, the smaller of its
+  workers (``n_jobs``) and its fits: each fit gets ``max(1, share // busy)``
+  threads, ``share`` being what the layers above left (the whole budget for a
+  learner fitted on its own). With one worker (``n_jobs=None``, the default)
+  ``busy`` is 1 and a fit gets the whole share;
+* a base model whose thread parameter (``n_jobs``, ``num_threads``,
+  ``nthread``, ``thread_count``, also inside a Pipeline or another
+  meta-estimator) asks for every core *by its own library's semantics* gets
+  that count explicitly: LightGBM ``None`` (its physical cores), ``0`` (the
+  OpenMP default) or a negative count; XGBoost ``None`` or ``<= 0``; CatBoost
+  ``thread_count`` unset or ``-1``; for scikit-learn and other joblib-style
+  ``n_jobs`` a negative count (``None`` means one thread there and is kept);
+* a base model without such a parameter (a Pipeline of BLAS-heavy models,
+  ``HistGradientBoosting*``, which uses OpenMP) fits and predicts under
+  :func:`threadpoolctl.threadpool_limits` at the same count, when more than one
+  fit runs side by side (OpenMP limits are set in each worker thread, the
+  process-wide BLAS limit once around the batch);
+* a positive thread count set by the user is kept as it is. It is the user's
+  choice and may oversubscribe the CPUs (``n_jobs`` workers x that count).
+
+When the fits of a batch do not fill whole rounds of the workers (5 fold fits
+on 2 workers), the last, incomplete round runs after the others with the share
+divided among its own fits instead of leaving workers idle. Each fit gets at
+least one thread, so ``n_jobs`` above the budget still oversubscribes.
 """
 
 from __future__ import annotations
@@ -25,11 +51,15 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+import joblib
 import numpy as np
 from joblib import effective_n_jobs
 from sklearn.base import clone
@@ -38,9 +68,29 @@ from sklearn.utils.parallel import Parallel, delayed
 
 from metalearn import _progress
 
-__all__ = ["Task", "make_folds", "run_tasks", "predict_models", "prepare_estimator"]
+__all__ = [
+    "Task",
+    "available_cpus",
+    "make_folds",
+    "predict_models",
+    "prepare_estimator",
+    "run_tasks",
+    "share_model_threads",
+    "share_threads",
+    "thread_budget",
+]
 
-_THREAD_PARAMS = ("n_jobs", "num_threads", "nthread", "thread_count")
+# Every thread parameter name metalearn knows (also the names that tuning leaves out of
+# its cache keys: a thread count never changes a fitted model's predictions).
+_THREAD_PARAMS = ("n_jobs", "num_threads", "num_thread", "nthread", "nthreads", "thread_count")
+
+# Per library, its thread parameters in the order the library itself reads them
+# (LightGBM prefers ``num_threads`` and its aliases to the scikit-learn ``n_jobs``).
+_LIBRARY_THREAD_PARAMS = {
+    "lightgbm": ("num_threads", "num_thread", "nthread", "nthreads", "n_jobs"),
+    "xgboost": ("nthread", "n_jobs"),
+    "catboost": ("thread_count",),
+}
 
 
 @dataclass
@@ -169,39 +219,305 @@ def _inert_n_jobs(estimator: Any) -> bool:
     )
 
 
+# ------------------------------------------------------------------ thread budget
+def available_cpus() -> int:
+    """The number of CPUs this process may use: the package's one thread budget.
+
+    :func:`joblib.cpu_count` (loky's count) takes the smallest of the host's
+    CPUs, the process's CPU affinity (``taskset``, ``os.sched_setaffinity``),
+    a cgroup CPU quota (Docker, Kubernetes limits) and the
+    ``LOKY_MAX_CPU_COUNT`` environment variable. Should it fail, the CPU
+    affinity (:func:`os.sched_getaffinity`) is used where the platform has
+    one, and the host's count otherwise.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    try:
+        count = int(joblib.cpu_count())
+    except Exception:  # pragma: no cover - joblib always answers on supported platforms
+        count = 0
+    if count < 1:
+        count = _affinity_cpus()
+    return max(1, count)
+
+
+def _affinity_cpus() -> int:
+    getaffinity = getattr(os, "sched_getaffinity", None)
+    if getaffinity is not None:
+        try:
+            return len(getaffinity(0))
+        except OSError:  # pragma: no cover
+            pass
+    return os.cpu_count() or 1
+
+
+# How many ways the layers around the running code (tuning trials side by side) have
+# divided the budget; a context variable, so each thread (trial) keeps its own.
+_SHARE: ContextVar[int] = ContextVar("metalearn_thread_share", default=1)
+
+
+def thread_budget() -> int:
+    """The threads the running code may use: :func:`available_cpus` over the active shares.
+
+    Outside :func:`share_threads` this is :func:`available_cpus`; inside
+    ``share_threads(k)`` (nested: the product of the ``k``) it is
+    ``max(1, available_cpus() // k)``.
+    """
+    return max(1, available_cpus() // _SHARE.get())
+
+
+@contextmanager
+def share_threads(n_workers: int) -> Iterator[int]:
+    """Run the enclosed code as one of ``n_workers`` that share the thread budget.
+
+    Used around work that runs side by side with other work (one tuning
+    trial among ``n_workers`` trials in threads): every batch of fits
+    inside divides ``thread_budget() // n_workers`` instead of the whole
+    budget. The setting is local to the current thread (a context variable).
+
+    Parameters
+    ----------
+    n_workers : int
+        How many such pieces of work run side by side (values below 1 count as 1).
+
+    Yields
+    ------
+    int
+        The budget inside the block.
+    """
+    token = _SHARE.set(_SHARE.get() * max(1, int(n_workers)))
+    try:
+        yield thread_budget()
+    finally:
+        _SHARE.reset(token)
+
+
+def _library(estimator: Any) -> str:
+    return type(estimator).__module__.partition(".")[0]
+
+
 def _thread_param(estimator: Any) -> str | None:
-    if _inert_n_jobs(estimator):
+    """The name of ``estimator``'s own thread parameter (not a nested estimator's), if any."""
+    if _inert_n_jobs(estimator) or not hasattr(estimator, "get_params"):
         return None
+    lib = _library(estimator)
     params = estimator.get_params(deep=False)
-    for name in _THREAD_PARAMS:
+    for name in _LIBRARY_THREAD_PARAMS.get(lib, _THREAD_PARAMS):
         if name in params:
             return name
+    if lib == "catboost":
+        return "thread_count"  # CatBoost lists only the parameters it was given
     return None
 
 
+def _asks_all_cores(estimator: Any, name: str, value: Any) -> bool:
+    """Whether ``name=value`` means "every core" by ``estimator``'s library's own semantics.
+
+    LightGBM: ``None`` (its physical cores), ``0`` (the OpenMP default) and a
+    negative count (joblib's ``n_cpus + 1 + n_jobs``). XGBoost: ``None`` and
+    ``<= 0``. CatBoost: unset and ``-1``. scikit-learn and other joblib-style
+    ``n_jobs``: a negative count only (``None`` is one thread). Other thread
+    parameters: ``None`` and ``<= 0``.
+    """
+    lib = _library(estimator)
+    if value is None:
+        return lib in _LIBRARY_THREAD_PARAMS or name != "n_jobs"
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        return False
+    if lib == "catboost" or (name == "n_jobs" and lib not in _LIBRARY_THREAD_PARAMS):
+        return bool(value < 0)
+    return bool(value <= 0)
+
+
+def _thread_owners(estimator: Any) -> list[tuple[str, Any]]:
+    """``(set_params prefix, estimator)`` for ``estimator`` and every estimator nested in it."""
+    owners: list[tuple[str, Any]] = [("", estimator)]
+    try:
+        deep = estimator.get_params(deep=True)
+    except Exception:  # pragma: no cover - an estimator with a broken get_params
+        return owners
+    seen = {id(estimator)}
+    for key, value in deep.items():
+        if hasattr(value, "get_params") and not isinstance(value, type) and id(value) not in seen:
+            seen.add(id(value))
+            owners.append((f"{key}__", value))
+    return owners
+
+
+def _thread_settings(estimator: Any) -> list[tuple[str, Any, bool]]:
+    """``(set_params key, value, asks for every core)`` for each thread parameter inside."""
+    if not hasattr(estimator, "get_params"):
+        return []
+    out = []
+    for prefix, owner in _thread_owners(estimator):
+        name = _thread_param(owner)
+        if name is None:
+            continue
+        value = owner.get_params(deep=False).get(name)
+        out.append((prefix + name, value, _asks_all_cores(owner, name, value)))
+    return out
+
+
+def _user_threads(estimator: Any) -> bool:
+    """Whether ``estimator`` (or a model inside it) has a positive thread count."""
+    return any(
+        not auto
+        and isinstance(value, int | np.integer)
+        and not isinstance(value, bool)
+        and value > 0
+        for _, value, auto in _thread_settings(estimator)
+    )
+
+
+class _RuleThreads(NamedTuple):
+    """Thread counts chosen by the thread rule: ``keys`` hold ``budget // (outer * width)``."""
+
+    keys: tuple[str, ...]
+    outer: int
+    width: int
+
+
+# The attribute that marks an estimator whose thread counts the rule chose (``clone``
+# drops it, so a user's own estimator never carries it into a later fit).
+_RULE_ATTR = "_metalearn_threads"
+
+
+def _rule_of(estimator: Any) -> _RuleThreads | None:
+    rule = getattr(estimator, "__dict__", {}).get(_RULE_ATTR)
+    return rule if isinstance(rule, _RuleThreads) else None
+
+
+def _set_rule_threads(estimator: Any, keys: tuple[str, ...], outer: int, width: int) -> None:
+    threads = max(1, thread_budget() // (outer * width))
+    estimator.set_params(**dict.fromkeys(keys, threads))
+    with suppress(AttributeError):  # an estimator with __slots__ keeps explicit counts
+        setattr(estimator, _RULE_ATTR, _RuleThreads(keys, outer, width))
+
+
+def share_model_threads(model: Any, n_workers: int) -> Any:
+    """Give ``model``'s every-core thread counts their share of ``n_workers`` side by side.
+
+    The thread counts that ask for every core (by the model's library's own
+    semantics, nested models included) become ``thread_budget() // n_workers``
+    and are marked as the rule's, so that a learner fitting clones of
+    ``model`` on its own workers divides them further (a count set by the
+    user is kept). Calling it again replaces the share. The model is changed
+    in place and returned.
+    """
+    if model is None or not hasattr(model, "get_params"):
+        return model
+    rule = _rule_of(model)
+    keys = rule.keys if rule is not None else tuple(k for k, _, a in _thread_settings(model) if a)
+    if keys:
+        _set_rule_threads(model, keys, rule.outer if rule is not None else 1, max(1, n_workers))
+    return model
+
+
 def prepare_estimator(template: Any, *, n_workers: int, seed: int | None) -> Any:
-    """Clone ``template``; set a default-thread count and a missing random seed."""
+    """Clone ``template``; set its thread counts by the thread rule and a missing random seed.
+
+    Every thread parameter of the clone (nested models included) that asks
+    for every core by its library's semantics gets ``thread_budget() //
+    n_workers`` threads, explicitly (so one worker gives LightGBM the whole
+    budget, not its own default); :func:`run_tasks` then divides by the
+    workers actually busy. A template whose counts an outer layer chose
+    (:func:`share_model_threads`, or an earlier ``prepare_estimator``) gets
+    that layer's share divided by ``n_workers``. Positive counts set by the
+    user are kept.
+    """
     est = clone(template)
+    rule = _rule_of(template)
+    if rule is not None:
+        keys, outer = rule.keys, rule.outer * rule.width
+    else:
+        keys, outer = tuple(k for k, _, auto in _thread_settings(est) if auto), 1
     params = est.get_params(deep=False)
-    updates: dict[str, Any] = {}
-    name = _thread_param(est)
-    if name is not None and n_workers > 1 and params[name] in (None, -1, 0):
-        updates[name] = max(1, (os.cpu_count() or 1) // n_workers)
-        # run_tasks gives the threads back when its batch has fewer tasks than workers.
-        est._metalearn_auto_threads = name
     if seed is not None and "random_state" in params and params["random_state"] is None:
-        updates["random_state"] = seed
-    if updates:
-        est.set_params(**updates)
+        est.set_params(random_state=seed)
+    if keys:
+        _set_rule_threads(est, keys, outer, max(1, n_workers))
     return est
 
 
 def n_workers(n_jobs: int | None) -> int:
-    """Effective number of joblib workers for ``n_jobs`` under the active backend."""
+    """Effective number of joblib workers for ``n_jobs`` under the active backend.
+
+    ``n_jobs=-1`` counts joblib's CPUs, i.e. :func:`available_cpus`.
+    """
     try:
         return max(1, int(effective_n_jobs(n_jobs)))
     except Exception:  # pragma: no cover - exotic backends
         return 1
+
+
+class _ProcessWideLimit:
+    """One BLAS limit for the whole process while any batch that asked for one runs.
+
+    BLAS thread pools (OpenBLAS, MKL) are process-wide: batches running at
+    once in several threads (tuning trials) share one limit, set by the first
+    and restored by the last, so that no batch restores the original limit
+    while another still runs. OpenMP limits are per thread and set in each
+    worker instead (:func:`_openmp_limit`).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._current = 0
+        self._restore: Any = None
+
+    @contextmanager
+    def __call__(self, threads: int | None) -> Iterator[None]:
+        if threads is None:
+            yield
+            return
+        with self._lock:
+            if self._users == 0:
+                self._restore = _controller().limit(limits=threads, user_api="blas")
+                self._current = threads
+            elif threads < self._current:
+                _controller().limit(limits=threads, user_api="blas")
+                self._current = threads
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0 and self._restore is not None:
+                    self._restore.restore_original_limits()
+                    self._restore = None
+
+
+_blas_limit = _ProcessWideLimit()
+_CONTROLLER: list[Any] = []  # [threadpoolctl controller, len(sys.modules) when built]
+
+
+def _controller() -> Any:
+    """A threadpoolctl controller, rebuilt when modules were imported since the last.
+
+    Building one scans every loaded shared library (tens of milliseconds), too
+    slow for each of many small fits; a newly imported package may bring its
+    own OpenMP or BLAS, hence the rebuild.
+    """
+    from threadpoolctl import ThreadpoolController
+
+    if not _CONTROLLER or _CONTROLLER[1] != len(sys.modules):
+        _CONTROLLER[:] = [ThreadpoolController(), len(sys.modules)]
+    return _CONTROLLER[0]
+
+
+@contextmanager
+def _openmp_limit(threads: int | None) -> Iterator[None]:
+    """Limit OpenMP in the current thread (OpenMP's thread count is per thread)."""
+    if threads is None:
+        yield
+        return
+    with _controller().limit(limits=threads, user_api="openmp"):
+        yield
 
 
 def _accepts(estimator: Any, method: str, param: str) -> bool:
@@ -243,7 +559,15 @@ def _rows_of(values: np.ndarray, train: np.ndarray, n: int) -> np.ndarray:
     return values
 
 
-def _run_one(task: Task, X: np.ndarray) -> tuple[Any, list[np.ndarray] | None]:
+def _run_one(
+    task: Task, X: np.ndarray, threads: int | None = None
+) -> tuple[Any, list[np.ndarray] | None]:
+    """Fit (and predict) one task; ``threads`` caps OpenMP in this thread meanwhile."""
+    with _openmp_limit(threads):
+        return _fit_predict(task, X)
+
+
+def _fit_predict(task: Task, X: np.ndarray) -> tuple[Any, list[np.ndarray] | None]:
     est = task.estimator
     Xt = _with_extra(X, task.train, task.extra_columns)
     kwargs = dict(task.fit_params)
@@ -293,44 +617,69 @@ def run_tasks(
 ) -> list[tuple[Any, list[np.ndarray] | None]]:
     """Fit every task in one flat joblib batch; results come back in task order.
 
-    Base models whose thread count the thread rule chose get the cores divided
-    among the fits that run side by side. When every task's count is the rule's
-    and the batch does not split into full rounds of the workers (5 fold fits on
-    2 workers), the last, incomplete round runs after the others with the cores
-    divided among its own fits instead of leaving workers idle.
+    Threads follow the module's thread rule: base models whose thread count
+    the rule chose (:func:`prepare_estimator`) get the budget divided among the
+    fits that run side by side, explicitly; base models without a thread
+    count (neither the rule's nor the user's) fit under an OpenMP/BLAS limit
+    at the same count when fits run side by side. When every task is one of
+    those and the batch does not split into full rounds of the workers (5 fold
+    fits on 2 workers), the last, incomplete round runs after the others with
+    the budget divided among its own fits instead of leaving workers idle.
 
     ``desc`` names the batch in progress reports (:func:`metalearn.progress`).
     """
     if not tasks:
         return []
     busy = min(n_workers(n_jobs), len(tasks))
-    auto = [t.estimator.__dict__.pop("_metalearn_auto_threads", None) for t in tasks]
-    tail = len(tasks) % busy if all(a is not None for a in auto) else 0
+    rules = [_pop_rule(t.estimator) for t in tasks]
+    limitable = [
+        r is None and not _user_threads(t.estimator) for t, r in zip(tasks, rules, strict=True)
+    ]
+    adjustable = all(r is not None or lim for r, lim in zip(rules, limitable, strict=True))
+    tail = len(tasks) % busy if adjustable else 0
     head = len(tasks) - tail
-    cpus = os.cpu_count() or 1
-    for i, (t, name) in enumerate(zip(tasks, auto, strict=True)):
-        if name is not None:  # a thread count set by the thread rule, not by the user
-            t.estimator.set_params(**{name: max(1, cpus // (busy if i < head else tail))})
+    budget = thread_budget()
+    for i, (t, rule) in enumerate(zip(tasks, rules, strict=True)):
+        if rule is not None:  # counts chosen by the thread rule, not by the user
+            width = busy if i < head else tail
+            threads = max(1, budget // (rule.outer * width))
+            t.estimator.set_params(**dict.fromkeys(rule.keys, threads))
+    # Other work runs beside this batch (tuning trials): limit even a batch of one width.
+    shared = _SHARE.get() > 1
     reporting = _progress.current() is not None
 
-    def run(part: list[Task], width: int) -> Any:
-        if width == 1:
-            return (_run_one(t, X) for t in part)
-        # A generator lets the progress bar advance as fits finish (still in task order).
-        return Parallel(
-            n_jobs=n_jobs, prefer="threads", return_as="generator" if reporting else "list"
-        )(delayed(_run_one)(t, X) for t in part)
+    def run(lo: int, hi: int, width: int) -> Iterator[tuple[Any, list[np.ndarray] | None]]:
+        part = tasks[lo:hi]
+        cap = max(1, budget // width) if width > 1 or shared else None
+        caps = [cap if limitable[i] else None for i in range(lo, hi)]
+        with _blas_limit(cap if any(c is not None for c in caps) else None):
+            if width == 1:
+                yield from (_run_one(t, X, c) for t, c in zip(part, caps, strict=True))
+                return
+            # A generator lets the progress bar advance as fits finish (still in task order).
+            yield from Parallel(
+                n_jobs=n_jobs, prefer="threads", return_as="generator" if reporting else "list"
+            )(delayed(_run_one)(t, X, c) for t, c in zip(part, caps, strict=True))
 
-    parts = [(tasks[:head], busy), (tasks[head:], tail)] if tail else [(tasks, busy)]
-    results = (r for part, width in parts for r in run(part, width))
+    parts = [(0, head, busy), (head, len(tasks), tail)] if tail else [(0, len(tasks), busy)]
+    results = (r for lo, hi, width in parts for r in run(lo, hi, width))
     out = _progress.track(results, len(tasks), desc)
     _release_free_memory(X)
     return out
 
 
-def _predict_one(model: Any, X: np.ndarray, method: str, extra: np.ndarray | None) -> np.ndarray:
+def _pop_rule(estimator: Any) -> _RuleThreads | None:
+    """The rule's mark on a task's estimator, removed (a fitted model does not carry it)."""
+    rule = getattr(estimator, "__dict__", {}).pop(_RULE_ATTR, None)
+    return rule if isinstance(rule, _RuleThreads) else None
+
+
+def _predict_one(
+    model: Any, X: np.ndarray, method: str, extra: np.ndarray | None, threads: int | None = None
+) -> np.ndarray:
     Xp = X if extra is None else np.hstack([X, extra])
-    return np.asarray(getattr(model, method)(Xp), dtype=np.float64)
+    with _openmp_limit(threads):
+        return np.asarray(getattr(model, method)(Xp), dtype=np.float64)
 
 
 _PARALLEL_PREDICT_ROWS = 50_000
@@ -347,11 +696,16 @@ def predict_models(
     """
     if n_workers(n_jobs) == 1 or len(jobs) == 1 or X.shape[0] < _PARALLEL_PREDICT_ROWS:
         return [_predict_one(m, X, meth, e) for m, meth, e in jobs]
-    return list(
-        Parallel(n_jobs=n_jobs, prefer="threads")(
-            delayed(_predict_one)(m, X, meth, e) for m, meth, e in jobs
+    # Models without a thread count of their own predict under the thread rule's limit.
+    cap = max(1, thread_budget() // min(n_workers(n_jobs), len(jobs)))
+    caps = [None if _user_threads(m) else cap for m, _, _ in jobs]
+    with _blas_limit(cap if any(c is not None for c in caps) else None):
+        return list(
+            Parallel(n_jobs=n_jobs, prefer="threads")(
+                delayed(_predict_one)(m, X, meth, e, c)
+                for (m, meth, e), c in zip(jobs, caps, strict=True)
+            )
         )
-    )
 
 
 def task_seed(random_state: Any, *key: int) -> int | None:

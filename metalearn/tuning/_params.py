@@ -12,7 +12,6 @@ built with ``outcome_model=None``.
 from __future__ import annotations
 
 import difflib
-import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -20,8 +19,7 @@ import numpy as np
 from sklearn.base import clone
 
 from metalearn._base import MetaLearner
-from metalearn._crossfit import _THREAD_PARAMS
-from metalearn._crossfit import _thread_param as thread_param
+from metalearn._crossfit import _THREAD_PARAMS, share_model_threads
 from metalearn.nuisance import default_classifier, default_regressor
 
 __all__ = [
@@ -207,25 +205,30 @@ def build_candidate(
 
 
 def limit_model_threads(model: Any, n_workers: int) -> Any:
-    """``model``, with ``cpu_count // n_workers`` threads if its thread count is a default.
+    """``model``, its every-core thread counts given their share of ``n_workers`` side by side.
 
-    A positive thread count set by the user is kept; the model is changed in
+    The thread rule of :mod:`metalearn._crossfit`: a thread count that asks
+    for every core (by the model's library's semantics, nested models
+    included) becomes ``thread_budget() // n_workers``
+    (:func:`metalearn._crossfit.available_cpus` is the budget) and is marked
+    as the rule's, so that the learner's own workers divide it further. A
+    positive thread count set by the user is kept; the model is changed in
     place and returned.
     """
     if n_workers <= 1 or model is None or not hasattr(model, "get_params"):
         return model
-    name = thread_param(model)
-    if name is not None and model.get_params(deep=False)[name] in (None, -1, 0):
-        model.set_params(**{name: max(1, (os.cpu_count() or 1) // n_workers)})
-    return model
+    return share_model_threads(model, n_workers)
 
 
 def limit_threads(learner: MetaLearner, n_workers: int) -> MetaLearner:
-    """Give default-threaded sub-models ``cpu_count // n_workers`` threads (the thread rule).
+    """Give every-core sub-models ``thread_budget() // n_workers`` threads (the thread rule).
 
-    Used when candidates or trials run side by side. Sub-models left at
-    ``None`` get their default model first. Returns ``learner`` (changed in
-    place).
+    Used when candidates or trials run side by side, on the learner that is
+    then fitted (not on a template that is cloned first: a clone keeps the
+    counts but loses the mark that lets the learner's own workers divide
+    them; code that clones runs under :func:`metalearn._crossfit.share_threads`
+    instead). Sub-models left at ``None`` get their default model first.
+    Returns ``learner`` (changed in place).
     """
     if n_workers <= 1:
         return learner

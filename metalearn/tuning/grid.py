@@ -245,8 +245,11 @@ _SHARED_DOC = """
         Clipping of estimated scoring propensities.
     n_jobs : int, default=None
         Joblib workers: the flat batch of each nuisance stage, then the
-        candidates' final stages side by side (default-threaded base models
-        then get ``cpu_count // n_jobs`` threads).
+        candidates' final stages side by side. The candidates share the
+        thread budget, the CPUs this process may use (the thread rule of the
+        user guide's Parallelism page): every-core base models get
+        ``budget // n_jobs`` threads, divided again among the learner's own
+        ``n_jobs`` workers.
     random_state : int, default=None
         Seeds the outer folds (``cv``)"""
 

@@ -31,6 +31,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from metalearn._base import MetaLearner
+from metalearn._crossfit import available_cpus, share_threads
 from metalearn.tuning._evaluate import (
     Evaluator,
     check_scoring,
@@ -42,8 +43,6 @@ from metalearn.tuning._params import (
     LEARNER_KEY,
     applies,
     build_candidate,
-    limit_model_threads,
-    limit_threads,
 )
 from metalearn.tuning._report import BestEstimatorPredictions, results_frame
 from metalearn.tuning._spaces import (
@@ -147,9 +146,11 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
     propensity_clip : float, default=0.01
         Clipping of estimated scoring propensities.
     n_jobs : int, default=1
-        Trials run side by side in threads (Optuna's ``n_jobs``);
-        default-threaded base models then get ``cpu_count // n_jobs``
-        threads. Each trial's own fits follow the learner's ``n_jobs``.
+        Trials run side by side in threads (Optuna's ``n_jobs``; ``-1``:
+        one per CPU). The trials share the thread budget, the CPUs this
+        process may use (the thread rule of the user guide's Parallelism
+        page): each trial's fits, on the learner's own ``n_jobs`` workers,
+        divide ``budget // n_jobs`` threads among themselves.
     show_progress_bar : bool, default=False
         Optuna's progress bar for each study.
     random_state : int, optional
@@ -458,7 +459,7 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
         directions = [score_direction(s) for s in scoring]
         study = self._study("final", directions, bool(staged))
         self.studies_["final"] = study
-        workers = int(self.n_jobs) if int(self.n_jobs) > 0 else (os.cpu_count() or 1)
+        workers = int(self.n_jobs) if int(self.n_jobs) > 0 else available_cpus()
         prune_on = scoring[0] if len(scoring) == 1 and self.cv else None
         worker = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -480,8 +481,8 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
             learner = build(params)
             trial.set_user_attr("learner", type(learner).__name__)
             trial.set_user_attr("worker", worker)
-            limit_threads(learner, workers)
-            out = ev.run(learner, report=self._reporter(trial, prune_on))
+            with share_threads(workers):  # trials side by side share the thread budget
+                out = ev.run(learner, report=self._reporter(trial, prune_on))
             trial.set_user_attr("scores", _jsonable(out.scores))
             for key in ("fit_time", "score_time", "nuisance_time"):
                 trial.set_user_attr(key, float(getattr(out, key)))
@@ -536,7 +537,7 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
         """Tune the outcome and propensity models; return their best settings."""
         frozen: dict[str, Any] = {}
         n_trials = int(self.nuisance_trials or self.n_trials)
-        workers = int(self.n_jobs) if int(self.n_jobs) > 0 else (os.cpu_count() or 1)
+        workers = int(self.n_jobs) if int(self.n_jobs) > 0 else available_cpus()
         worker = f"{socket.gethostname()}:{os.getpid()}"
         for stage, prefix, kind in (
             ("outcome", "outcome_model", mode),
@@ -571,11 +572,12 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
             ) -> float:
                 params = {k: _suggest(trial, k, d) for k, d in names.items()}
                 built = build_candidate(base, params, where="search_space")
-                model = limit_model_threads(built.get_params(deep=False)[prefix], workers)
+                model = built.get_params(deep=False)[prefix]
                 trial.set_user_attr("worker", worker)
                 trial.set_user_attr("learner", type(base).__name__)
                 start = time.perf_counter()
-                loss = nstage.loss(model, report=self._reporter(trial, ""))
+                with share_threads(workers):  # trials side by side share the thread budget
+                    loss = nstage.loss(model, report=self._reporter(trial, ""))
                 trial.set_user_attr("scores", _jsonable({score: loss}))
                 trial.set_user_attr("fit_time", time.perf_counter() - start)
                 return loss
