@@ -123,11 +123,14 @@ def report(rows: list[dict]) -> str:
     keys = list(dict.fromkeys((r["learner"], r["variant"]) for r in rows))
     order = {name: i for i, name in enumerate(("var(tau)", *LEARNERS))}
     keys.sort(key=lambda k: (order.get(k[0], 99), k[1] != "default"))
+    per_setup = [len({r["seed"] for r in rows if r["setup"] == s}) for s in setups]
     lines = [
-        f"n = {', '.join(f'{v:,}' for v in ns)}; {len(seeds)} seeds; mean test MSE of tau-hat",
+        f"n = {', '.join(f'{v:,}' for v in ns)}; seeds {min(seeds)}-{max(seeds)}; "
+        "mean test MSE of tau-hat",
         "",
         "| learner | effect model | " + " | ".join(setups) + " |",
         "|---|---|" + "---|" * len(setups),
+        "| (seeds) | | " + " | ".join(str(k) for k in per_setup) + " |",
     ]
     for learner, variant in keys:
         vals = []
