@@ -181,6 +181,21 @@ def make_folds(
             f"one fold and needs at least n_folds={n_folds}. Lower `n_folds` or pass finer "
             "groups."
         )
+    first = np.full(n_groups, -1, dtype=np.int64)
+    first[groups[::-1]] = strata[::-1]
+    if n_groups > _MANY_GROUPS and np.array_equal(first[groups], strata):
+        # Every group lies in one stratum (bootstrap copies of a row; a treatment
+        # assigned per group) and there are many groups: stratify the groups
+        # themselves. StratifiedGroupKFold balances group sizes too, but its
+        # search costs seconds per 10,000 groups; with many groups the sizes
+        # average out anyway.
+        skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=random_state)
+        group_fold = np.empty(n_groups, dtype=np.intp)
+        for f, (_, test) in enumerate(skf.split(np.zeros((n_groups, 1)), first)):
+            group_fold[test] = f
+        fold[:] = group_fold[groups]
+        _check_folds_cover(fold, strata, n_folds, len(counts), what)
+        return fold
     sgkf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=random_state)
     with warnings.catch_warnings():
         # "The least populated class has only k members": checked above, per row.
@@ -188,15 +203,24 @@ def make_folds(
         splits = list(sgkf.split(np.zeros((len(strata), 1)), strata, groups))
     for f, (_, test) in enumerate(splits):
         fold[test] = f
+    _check_folds_cover(fold, strata, n_folds, len(counts), what)
+    return fold
+
+
+_MANY_GROUPS = 1000
+
+
+def _check_folds_cover(
+    fold: np.ndarray, strata: np.ndarray, n_folds: int, n_strata: int, what: str
+) -> None:
     for f in range(n_folds):
         present = np.unique(strata[fold != f])
-        if len(present) < len(counts):
+        if len(present) < n_strata:
             raise ValueError(
                 f"With `groups`, the rows outside fold {f} lack a {what}: some {what}s occur "
                 "in too few groups to train a model without every group of one fold (e.g. a "
                 "treatment assigned to whole groups). Lower `n_folds` or pass finer groups."
             )
-    return fold
 
 
 def _sklearn_at_least(major: int, minor: int) -> bool:

@@ -22,9 +22,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from metalearn import _progress
 from metalearn._causal import frame_backend
-from metalearn._crossfit import n_workers, prepare_estimator
+from metalearn._crossfit import n_workers, share_threads
 from metalearn._frames import encode_features, to_native_frame
-from metalearn.nuisance import Data, Nuisance, default_classifier, default_regressor
+from metalearn.nuisance import Data, Nuisance
 
 __all__ = ["CATEIntervals", "LinearCATEInference", "bootstrap_cate", "linear_dr_inference"]
 
@@ -103,35 +103,24 @@ class CATEIntervals:
 
 
 # ------------------------------------------------------------------- bootstrap
-def _replicate_learner(learner: Any, workers: int, seed: int) -> Any:
-    """A fresh copy of ``learner`` for one replicate: refits everything, one thread each."""
+def _replicate_learner(learner: Any, seed: int) -> Any:
+    """A fresh copy of ``learner`` for one replicate: one worker, refits everything.
+
+    Base models left at ``None`` stay ``None``, so that each replicate gets
+    the learner's own defaults (some depend on the number of rows); threads
+    come from the replicate's share of the budget (:func:`_one_replicate`).
+    """
     model = clone(learner)
     params = model.get_params(deep=False)
     updates: dict[str, Any] = {}
     nuis = params.get("nuisance")
     if nuis is not None:
-        # A shared fitted Nuisance belongs to the original rows: refit it from its settings,
-        # with one worker and capped base-model threads like the learner's own models.
+        # A shared fitted Nuisance belongs to the original rows: refit it from its settings.
         nparams = nuis.get_params(deep=False)
         nparams["n_jobs"] = 1
-        for name, make in (
-            ("outcome_model", default_regressor),
-            ("propensity_model", default_classifier),
-        ):
-            template = nparams[name] if nparams[name] is not None else make()
-            nparams[name] = prepare_estimator(template, n_workers=workers, seed=None)
         if nparams.get("random_state") is None:
             nparams["random_state"] = seed
         updates["nuisance"] = Nuisance(**nparams)
-    defaults = {
-        "outcome_model": default_regressor,
-        "propensity_model": default_classifier,
-        "effect_model": default_regressor,
-    }
-    for name, make in defaults.items():
-        if name in params and (nuis is None or name == "effect_model"):
-            template = params[name] if params[name] is not None else make()
-            updates[name] = prepare_estimator(template, n_workers=workers, seed=None)
     if "n_jobs" in params:
         updates["n_jobs"] = 1
     if "random_state" in params and params["random_state"] is None:
@@ -140,12 +129,15 @@ def _replicate_learner(learner: Any, workers: int, seed: int) -> Any:
     return model
 
 
-def _one_replicate(learner: Any, data: Data, Xa_new: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def _one_replicate(
+    learner: Any, data: Data, Xa_new: np.ndarray, rows: np.ndarray, workers: int
+) -> np.ndarray:
     # The replicate's rows are slices of the converted data; the original row of each
     # draw is its group, so every copy of a row lies in one cross-fitting fold and no
     # "out-of-fold" prediction comes from a model that saw an exact copy of its row.
-    learner._fit_data(data.take(rows, groups=rows), honest=False)
-    return learner._shape(learner._predict_tau(Xa_new))
+    with share_threads(workers):  # one of `workers` replicates fitted side by side
+        learner._fit_data(data.take(rows, groups=rows), honest=False)
+        return learner._shape(learner._predict_tau(Xa_new))
 
 
 def bootstrap_cate(
@@ -260,13 +252,13 @@ def bootstrap_cate(
         rng = np.random.default_rng(ss)
         rows = np.sort(np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups]))
         seed = int(ss.generate_state(1)[0] % (2**31 - 1))
-        jobs.append((_replicate_learner(learner, workers, seed), rows))
+        jobs.append((_replicate_learner(learner, seed), rows))
     with _progress.progress(False):  # one bar for the replicates, none per replicate fit
         if workers == 1:
-            runs: Any = (_one_replicate(m, data, Xa_pred, r) for m, r in jobs)
+            runs: Any = (_one_replicate(m, data, Xa_pred, r, 1) for m, r in jobs)
         else:
             runs = Parallel(n_jobs=n_jobs, return_as="generator" if reporting else "list")(
-                delayed(_one_replicate)(m, data, Xa_pred, r) for m, r in jobs
+                delayed(_one_replicate)(m, data, Xa_pred, r, workers) for m, r in jobs
             )
         reps = _progress.track(runs, len(jobs), "bootstrap replicates", settings=outer)
     boot = np.stack(reps)

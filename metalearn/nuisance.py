@@ -403,7 +403,8 @@ class Nuisance(BaseEstimator):
         shares the outcome surface between arms, which helps when effects
         are small next to the outcome's variation or an arm is small.
     n_jobs : int, default=None
-        Joblib workers for the flat batch of fits (``-1``: all cores).
+        Joblib workers for the flat batch of fits (``-1``: one per CPU this process
+        may use; see the user guide's page on parallelism for the thread rule).
     random_state : int, default=None
         Seeds the folds and every base model whose ``random_state`` is unset.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import joblib
@@ -12,6 +11,7 @@ from conftest import ALL_LEARNERS, make_learner
 from lightgbm import LGBMClassifier, LGBMRegressor
 
 from metalearn import DRLearner, SLearner
+from metalearn._crossfit import available_cpus
 
 # LightGBM's own histogram sums depend on its thread count (n_jobs=1 leaves it
 # at all cores, n_jobs=2 gives each clone half of them); `deterministic=True`
@@ -96,7 +96,7 @@ def test_default_thread_count_is_shared_between_workers(cls: type, small_data: A
     learner.fit_predict(small_data.X, small_data.y, small_data.w)  # every stage has >= 2 fits
     models = _fitted_base_models(learner)
     assert models
-    expected = max(1, (os.cpu_count() or 1) // 2)
+    expected = max(1, available_cpus() // 2)
     assert {m.get_params()["n_jobs"] for m in models} == {expected}
 
 
@@ -104,7 +104,7 @@ def test_an_incomplete_last_round_shares_the_cores_among_its_own_fits(small_data
     # 3 effect-model fits on 2 workers: two side by side on half the cores each, then the
     # third alone on all of them (not one worker idling beside it).
     learner = _lgbm(DRLearner, n_jobs=2, n_folds=3).fit(small_data.X, small_data.y, small_data.w)
-    cpus = os.cpu_count() or 1
+    cpus = available_cpus()
     threads = [m.get_params()["n_jobs"] for m in learner.effect_models_[(1, 0)]]
     assert threads == [max(1, cpus // 2), max(1, cpus // 2), cpus]
     # nuisance: 3 pooled outcome + 3 propensity fits = 3 full rounds, no tail
@@ -116,7 +116,7 @@ def test_a_stage_of_one_fit_keeps_every_core(small_data: Any) -> None:
     # The S-learner's fit is one base-model fit: no other worker shares the cores.
     learner = _lgbm(SLearner, n_jobs=2).fit(small_data.X, small_data.y, small_data.w)
     (model,) = learner.models_
-    assert model.get_params()["n_jobs"] == (os.cpu_count() or 1)
+    assert model.get_params()["n_jobs"] == available_cpus()
 
 
 def test_explicit_thread_count_is_kept(small_data: Any) -> None:

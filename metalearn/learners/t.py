@@ -44,7 +44,8 @@ class TLearner(MetaLearner):
     n_folds : int, default=5
         Cross-fitting folds, stratified by variant (and outcome class).
     n_jobs : int, default=None
-        Joblib workers for the base-model fits (``-1``: all cores).
+        Joblib workers for the base-model fits (``-1``: one per CPU this process may
+        use; see the user guide's page on parallelism for the thread rule).
     random_state : int, default=None
         Seeds the folds and every base model whose ``random_state`` is unset.
 

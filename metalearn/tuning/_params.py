@@ -61,9 +61,13 @@ def check_learner(learner: Any, name: str = "learner") -> MetaLearner:
 
 
 def learner_classes() -> dict[str, type]:
-    from metalearn.learners import DRLearner, RLearner, SLearner, TLearner, XLearner
+    """Every registered learner by class name (``"DRLearner"``) and short name (``"DR"``)."""
+    from metalearn._base import learner_registry
 
-    return {c.__name__: c for c in (SLearner, TLearner, XLearner, RLearner, DRLearner)}
+    registry = learner_registry()
+    out: dict[str, type] = {cls.__name__: cls for cls in registry.values()}
+    out.update(registry)
+    return out
 
 
 def learner_by_name(template: MetaLearner, name: str) -> MetaLearner:

@@ -353,7 +353,8 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
             objective,
             n_trials=remaining,
             timeout=self.timeout,
-            n_jobs=int(self.n_jobs),
+            # Optuna reads -1 as os.cpu_count() trial threads; the budget is the CPUs we may use.
+            n_jobs=available_cpus() if int(self.n_jobs) == -1 else int(self.n_jobs),
             callbacks=[optuna.study.MaxTrialsCallback(int(n_trials), states=states)],
             show_progress_bar=bool(self.show_progress_bar),
         )
