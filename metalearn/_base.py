@@ -25,17 +25,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.utils.validation import check_is_fitted
 
-from metalearn._crossfit import (
-    Task,
-    accepts_categorical,
-    accepts_sample_weight,
-    make_folds,
-    n_workers,
-    predict_models,
-    prepare_estimator,
-    run_tasks,
-    task_seed,
-)
+from metalearn._crossfit import TaskBuilder, accepts_sample_weight, make_folds, predict_models
 from metalearn._formulas import clip_bounds, clip_propensity
 from metalearn._frames import HANDLE_UNKNOWN, encode_features, native_backend, to_native_frame
 from metalearn._results import AverageEffect
@@ -608,50 +598,33 @@ class MetaLearner(BaseEstimator):
         predictions (n,) per spec are returned; ``fit`` computes none.
         """
         crossfit = self._crossfit_final(honest)
-        template = self._effect_template()
+        template = self._effect_template(data.n)
         if require_weight and not accepts_sample_weight(template):
             raise TypeError(
                 f"`effect_model` ({type(template).__name__}) must accept `sample_weight` in "
                 "fit: this learner's final stage is a weighted regression."
             )
-        if (
-            data.sample_weight is not None
-            and not require_weight
-            and not accepts_sample_weight(template)
-        ):
-            raise TypeError(
-                f"`sample_weight` was given but `effect_model` ({type(template).__name__}) "
-                "does not accept it in fit."
-            )
-        workers = n_workers(self.n_jobs)
-        cats = data.schema.categorical_indices
+        builder = TaskBuilder(
+            data.X,
+            data.schema.categorical_indices,
+            n_jobs=self.n_jobs,
+            random_state=self.random_state,
+        )
         n_folds = int(folds.max()) + 1
-        tasks: list[Task] = []
         for s, (rows, target, weight) in enumerate(specs):
             for f in range(n_folds) if crossfit else [None]:
                 train = rows if f is None else rows[folds[rows] != f]
-                est = prepare_estimator(
+                builder.add(
                     template,
-                    n_workers=workers,
-                    seed=task_seed(self.random_state, 500 + s, 0 if f is None else f + 1),
+                    train,
+                    target[train],
+                    key=(500 + s, 0 if f is None else f + 1),
+                    role="effect_model",
+                    sample_weight=None if weight is None else weight[train],
+                    predict_rows=(np.flatnonzero(folds == f) if honest and f is not None else None),
                 )
-                tasks.append(
-                    Task(
-                        estimator=est,
-                        train=train,
-                        target=target[train],
-                        sample_weight=None if weight is None else weight[train],
-                        predict_rows=(
-                            np.flatnonzero(folds == f) if honest and f is not None else None
-                        ),
-                        fit_params=(
-                            {"categorical_feature": cats}
-                            if cats and accepts_categorical(est)
-                            else {}
-                        ),
-                    )
-                )
-        results = run_tasks(tasks, data.X, n_jobs=self.n_jobs, desc="effect models")
+        tasks = builder.tasks
+        results = builder.run("effect models")
         self.n_model_fits_ += len(tasks)
         per = n_folds if crossfit else 1
         models = [[r[0] for r in results[i * per : (i + 1) * per]] for i in range(len(specs))]

@@ -23,15 +23,7 @@ from typing import Any
 import narwhals.stable.v2 as nw
 import numpy as np
 
-from metalearn._crossfit import (
-    Task,
-    accepts_categorical,
-    make_folds,
-    n_workers,
-    prepare_estimator,
-    run_tasks,
-    task_seed,
-)
+from metalearn._crossfit import TaskBuilder, make_folds
 from metalearn._formulas import clip_bounds as formula_clip_bounds
 from metalearn._formulas import pair_propensity
 from metalearn._frames import FrameSchema, encode_features, native_backend, to_1d_array
@@ -306,10 +298,9 @@ def estimate_propensity(
     template = default_classifier() if propensity_model is None else propensity_model
     check_classifier(template, "propensity_model")
     check_finite_X(design.X, {"propensity_model": template})
-    workers = n_workers(n_jobs)
     cats = design.schema.categorical_indices if design.schema is not None else []
     K = design.n_variants
-    tasks: list[Task] = []
+    builder = TaskBuilder(design.X, cats, n_jobs=n_jobs, random_state=_seed_int(random_state))
     if folds_n is None:
         folds = np.zeros(design.n, dtype=np.intp)
         groups = [(np.arange(design.n), np.arange(design.n))]
@@ -317,24 +308,17 @@ def estimate_propensity(
         folds = make_folds(design.w, folds_n, _fold_seed(random_state), what="treatment variant")
         groups = [(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in range(folds_n)]
     for f, (train, test) in enumerate(groups):
-        est = prepare_estimator(
+        builder.add(
             template,
-            n_workers=workers,
-            seed=task_seed(_seed_int(random_state), _PROPENSITY_KIND, 0, f + 1),
+            train,
+            design.w[train],
+            key=(_PROPENSITY_KIND, 0, f + 1),
+            role="propensity_model",
+            predict_rows=test,
+            method="predict_proba",
         )
-        tasks.append(
-            Task(
-                estimator=est,
-                train=train,
-                target=design.w[train],
-                predict_rows=test,
-                method="predict_proba",
-                fit_params=(
-                    {"categorical_feature": cats} if cats and accepts_categorical(est) else {}
-                ),
-            )
-        )
-    results = run_tasks(tasks, design.X, n_jobs=n_jobs, desc="nuisance models")
+    tasks = builder.tasks
+    results = builder.run("nuisance models")
     e = np.empty((design.n, K))
     for task, (model, preds) in zip(tasks, results, strict=True):
         assert preds is not None

@@ -70,6 +70,7 @@ from metalearn import _progress
 
 __all__ = [
     "Task",
+    "TaskBuilder",
     "available_cpus",
     "make_folds",
     "predict_models",
@@ -221,6 +222,93 @@ def _check_folds_cover(
                 "in too few groups to train a model without every group of one fold (e.g. a "
                 "treatment assigned to whole groups). Lower `n_folds` or pass finer groups."
             )
+
+
+class TaskBuilder:
+    """The one place where base-model fits become :class:`Task` objects.
+
+    Every cross-fitted stage of the package (nuisance models, final stages,
+    the S-learner, scoring and tuning stages, the ATE estimators' propensity
+    models) builds its fits here, so that the seed of each fit
+    (:func:`task_seed` of the stage's ``random_state`` and the fit's
+    identity ``key``), LightGBM's ``categorical_feature``, the sample weights
+    (and the check that the model takes them) and the thread counts
+    (:func:`prepare_estimator`) are set one way.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        The converted features every task reads.
+    categorical : sequence of int
+        Categorical columns of ``X`` (told to models whose ``fit`` takes
+        ``categorical_feature``).
+    n_jobs : int or None
+        Joblib workers of the stage.
+    random_state : int or None
+        The stage's seed; ``None`` leaves base models' own seeds alone.
+    """
+
+    def __init__(
+        self, X: np.ndarray, categorical: Sequence[int], *, n_jobs: int | None, random_state: Any
+    ) -> None:
+        self.X = X
+        self.categorical = list(categorical)
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.workers = n_workers(n_jobs)
+        self.tasks: list[Task] = []
+
+    def add(
+        self,
+        template: Any,
+        train: np.ndarray,
+        target: np.ndarray,
+        *,
+        key: tuple[int, ...],
+        role: str,
+        sample_weight: np.ndarray | None = None,
+        predict_rows: np.ndarray | None = None,
+        method: str = "predict",
+        extra_columns: np.ndarray | None = None,
+        predict_extra: Sequence[np.ndarray] = (),
+    ) -> Task:
+        """Add the fit of a clone of ``template`` on ``train`` (see :class:`Task`).
+
+        ``key`` identifies the fit within the stage (its seed depends only on
+        it); ``role`` names the model in errors (``"outcome_model"``, ...).
+        """
+        if sample_weight is not None and not accepts_sample_weight(template):
+            raise TypeError(
+                f"`sample_weight` was given but `{role}` ({type(template).__name__}) does not "
+                "accept it in fit: every base model must take the weights (an unweighted "
+                "model would estimate another population's quantity). Use a model whose "
+                "`fit` takes `sample_weight`."
+            )
+        est = prepare_estimator(
+            template, n_workers=self.workers, seed=task_seed(self.random_state, *key)
+        )
+        fit_params = (
+            {"categorical_feature": self.categorical}
+            if self.categorical and accepts_categorical(est)
+            else {}
+        )
+        task = Task(
+            estimator=est,
+            train=train,
+            target=target,
+            sample_weight=sample_weight,
+            predict_rows=predict_rows,
+            method=method,
+            extra_columns=extra_columns,
+            predict_extra=list(predict_extra),
+            fit_params=fit_params,
+        )
+        self.tasks.append(task)
+        return task
+
+    def run(self, desc: str) -> list[tuple[Any, list[np.ndarray] | None]]:
+        """Fit every task added (one flat batch, :func:`run_tasks`); results in order."""
+        return run_tasks(self.tasks, self.X, n_jobs=self.n_jobs, desc=desc)
 
 
 def _sklearn_at_least(major: int, minor: int) -> bool:

@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from metalearn._base import MetaLearner, PlanTerm
-from metalearn._crossfit import accepts_categorical, prepare_estimator
+from metalearn._crossfit import TaskBuilder
 from metalearn._frames import encode_features
 from metalearn._importance import feature_importance, permutation_importance
 from metalearn._shapley import (
@@ -557,18 +557,13 @@ class Explainer:
             template = LGBMRegressor(
                 n_estimators=200, learning_rate=0.05, num_leaves=15, verbose=-1
             )
-        seed = int(rng.integers(2**31 - 1))
-        cats = learner.schema_.categorical_indices
+        models, fidelities = _fit_surrogates(
+            template, Xa, target, learner.schema_.categorical_indices, rng
+        )
         out = {}
         for j in range(K1):
             for d in range(D):
-                y_s = np.ascontiguousarray(target[:, j, d])
-                fidelity = _oof_r2(template, Xa, y_s, cats, seed)
-                model = prepare_estimator(template, n_workers=1, seed=seed)
-                fit_params = (
-                    {"categorical_feature": cats} if cats and accepts_categorical(model) else {}
-                )
-                model.fit(Xa, y_s, **fit_params)
+                model, fidelity = models[(j, d)], fidelities[(j, d)]
                 values = None
                 for game in ("tree_path_dependent", "interventional"):
                     try:
@@ -652,17 +647,51 @@ def _game_note(learner: Any, game: str, n_background: int | None, *, requested: 
     return "Exact TreeSHAP of the final-stage model(s), averaged over fold models by linearity."
 
 
-def _oof_r2(template: Any, Xa: np.ndarray, y: np.ndarray, cats: list[int], seed: int) -> float:
+def _fit_surrogates(
+    template: Any, Xa: np.ndarray, target: np.ndarray, cats: list[int], rng: np.random.Generator
+) -> tuple[dict[tuple[int, int], Any], dict[tuple[int, int], float]]:
+    """One surrogate per effect ``(j, d)`` on all rows, and its 3-fold out-of-fold R^2.
+
+    All fits (3 folds + 1 full model per effect) go through one task batch.
+    """
     from sklearn.model_selection import KFold
 
-    pred = np.empty_like(y)
-    for train, test in KFold(3, shuffle=True, random_state=seed).split(Xa):
-        model = prepare_estimator(template, n_workers=1, seed=seed)
-        fit_params = {"categorical_feature": cats} if cats and accepts_categorical(model) else {}
-        model.fit(Xa[train], y[train], **fit_params)
-        pred[test] = model.predict(Xa[test])
-    sst = float(np.sum((y - y.mean()) ** 2))
-    return float("nan") if sst == 0 else 1.0 - float(np.sum((y - pred) ** 2)) / sst
+    seed = int(rng.integers(2**31 - 1))
+    n, K1, D = target.shape
+    splits = list(KFold(3, shuffle=True, random_state=seed).split(Xa))
+    builder = TaskBuilder(Xa, cats, n_jobs=1, random_state=seed)
+    for j in range(K1):
+        for d in range(D):
+            y_s = np.ascontiguousarray(target[:, j, d])
+            for f, (train, test) in enumerate(splits):
+                builder.add(
+                    template,
+                    train,
+                    y_s,
+                    key=(j, d, f + 1),
+                    role="surrogate_model",
+                    predict_rows=test,
+                )
+            builder.add(template, np.arange(n), y_s, key=(j, d, 0), role="surrogate_model")
+    results = builder.run("surrogate models")
+    models, fidelities = {}, {}
+    i = 0
+    for j in range(K1):
+        for d in range(D):
+            y_s = target[:, j, d]
+            pred = np.empty(n)
+            for _train, test in splits:
+                preds = results[i][1]
+                assert preds is not None
+                pred[test] = preds[0]
+                i += 1
+            models[(j, d)] = results[i][0]
+            i += 1
+            sst = float(np.sum((y_s - y_s.mean()) ** 2))
+            fidelities[(j, d)] = (
+                float("nan") if sst == 0 else 1.0 - float(np.sum((y_s - pred) ** 2)) / sst
+            )
+    return models, fidelities
 
 
 def _display_data(Xa: np.ndarray, schema: Any) -> np.ndarray | None:

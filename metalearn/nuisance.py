@@ -26,17 +26,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.utils.validation import check_is_fitted
 
-from metalearn._crossfit import (
-    Task,
-    accepts_categorical,
-    accepts_sample_weight,
-    make_folds,
-    n_workers,
-    predict_models,
-    prepare_estimator,
-    run_tasks,
-    task_seed,
-)
+from metalearn._crossfit import Task, TaskBuilder, make_folds, predict_models
 from metalearn._frames import FrameSchema, encode_features, to_1d_array
 from metalearn._validation import (
     check_classifier,
@@ -587,13 +577,19 @@ class Nuisance(BaseEstimator):
             self.models_["e"] = None
             self.oof_["e"] = data.propensity
             todo.remove("e")
-        tasks: list[Task] = []
+        builder = TaskBuilder(
+            data.X,
+            data.schema.categorical_indices,
+            n_jobs=self.n_jobs,
+            random_state=self.random_state,
+        )
         spans: list[tuple[str, int, int]] = []
         for kind in todo:
-            start = len(tasks)
-            tasks.extend(self._tasks(kind, data))
-            spans.append((kind, start, len(tasks)))
-        results = run_tasks(tasks, data.X, n_jobs=self.n_jobs, desc="nuisance models")
+            start = len(builder.tasks)
+            self._add_tasks(builder, kind, data)
+            spans.append((kind, start, len(builder.tasks)))
+        results = builder.run("nuisance models")
+        tasks = builder.tasks
         self.n_model_fits_ += len(tasks)
         for kind, a, b in spans:
             self._collect(kind, data, tasks[a:b], results[a:b])
@@ -619,18 +615,6 @@ class Nuisance(BaseEstimator):
                     else self._propensity_template(),
                 },
             )
-        if data.sample_weight is not None:
-            models = [("outcome_model", self._outcome_template())]
-            if data.propensity is None:
-                models.append(("propensity_model", self._propensity_template()))
-            for name, model in models:
-                if not accepts_sample_weight(model):
-                    raise TypeError(
-                        f"`sample_weight` was given but `{name}` ({type(model).__name__}) "
-                        "does not accept it in fit: every base model must take the weights "
-                        "(an unweighted model would estimate another population's "
-                        "quantity). Use a model whose `fit` takes `sample_weight`."
-                    )
         if data.classes is None:
             strata, what = data.w, "treatment variant"
         else:
@@ -648,17 +632,10 @@ class Nuisance(BaseEstimator):
         self.oof_: dict[str, np.ndarray] = {}
         self.n_model_fits_ = 0
 
-    def _fit_params(self, est: Any, data: Data) -> dict[str, Any]:
-        cats = data.schema.categorical_indices
-        if cats and accepts_categorical(est):
-            return {"categorical_feature": cats}
-        return {}
-
-    def _tasks(self, kind: str, data: Data) -> list[Task]:
-        workers = n_workers(self.n_jobs)
+    def _add_tasks(self, builder: TaskBuilder, kind: str, data: Data) -> None:
+        """The fits of nuisance ``kind``, added to the stage's one batch."""
         sw = data.sample_weight
         folds = self.folds_
-        tasks = []
         if kind in ("mu", "mu_full") or kind.startswith("m:"):
             template = self._outcome_template()
             method = "predict_proba" if data.classes is not None else "predict"
@@ -677,7 +654,6 @@ class Nuisance(BaseEstimator):
                 fold_range = [None] if kind == "mu_full" else range(int(self.n_folds))
                 for f in fold_range:
                     train_mask = mask if f is None else mask & (folds != f)
-                    train = np.flatnonzero(train_mask)
                     pred = (
                         None
                         if f is None
@@ -685,41 +661,33 @@ class Nuisance(BaseEstimator):
                             (folds == f) & (mask if kind.startswith("m:") else True)
                         )
                     )
-                    seed = _task_seed(self.random_state, kind, gi, -1 if f is None else f)
-                    est = prepare_estimator(template, n_workers=workers, seed=seed)
-                    tasks.append(
-                        Task(
-                            estimator=est,
-                            train=train,
-                            target=data.y,  # indexed by `train` when the task runs
-                            sample_weight=sw,
-                            predict_rows=pred,
-                            method=method,
-                            fit_params=self._fit_params(est, data),
-                            extra_columns=indicators,
-                            predict_extra=blocks if pred is not None else [],
-                        )
+                    builder.add(
+                        template,
+                        np.flatnonzero(train_mask),
+                        data.y,  # indexed by `train` when the task runs
+                        key=_task_key(kind, gi, -1 if f is None else f),
+                        role="outcome_model",
+                        sample_weight=sw,
+                        predict_rows=pred,
+                        method=method,
+                        extra_columns=indicators,
+                        predict_extra=blocks if pred is not None else [],
                     )
         elif kind == "e":
             template = self._propensity_template()
             for f in range(int(self.n_folds)):
-                train = np.flatnonzero(folds != f)
-                seed = _task_seed(self.random_state, kind, 0, f)
-                est = prepare_estimator(template, n_workers=workers, seed=seed)
-                tasks.append(
-                    Task(
-                        estimator=est,
-                        train=train,
-                        target=data.w,  # indexed by `train` when the task runs
-                        sample_weight=sw,
-                        predict_rows=np.flatnonzero(folds == f),
-                        method="predict_proba",
-                        fit_params=self._fit_params(est, data),
-                    )
+                builder.add(
+                    template,
+                    np.flatnonzero(folds != f),
+                    data.w,  # indexed by `train` when the task runs
+                    key=_task_key(kind, 0, f),
+                    role="propensity_model",
+                    sample_weight=sw,
+                    predict_rows=np.flatnonzero(folds == f),
+                    method="predict_proba",
                 )
         else:  # pragma: no cover - internal misuse
             raise ValueError(f"unknown nuisance kind {kind!r}")
-        return tasks
 
     def _indicators(self, codes: np.ndarray) -> np.ndarray:
         """Pooled outcome model's treatment columns: one per variant code 1..K-1."""
@@ -843,10 +811,10 @@ class Nuisance(BaseEstimator):
 _KIND_IDS = {"mu": 1, "mu_full": 2, "e": 3}
 
 
-def _task_seed(random_state: Any, kind: str, group: int, fold: int) -> int | None:
-    """A seed that depends only on the task's identity, not on batch composition."""
+def _task_key(kind: str, group: int, fold: int) -> tuple[int, int, int]:
+    """A fit's identity within the nuisance stage: its seed depends on nothing else."""
     kind_id = _KIND_IDS.get(kind)
     if kind_id is None:  # "m:c:k"
         _, c, k = kind.split(":")
         kind_id = 100 + 37 * int(c) + int(k)
-    return task_seed(random_state, kind_id, group, fold + 1)
+    return kind_id, group, fold + 1

@@ -7,16 +7,7 @@ from typing import Any
 import numpy as np
 
 from metalearn._base import MetaLearner, PlanTerm, indicator_plan
-from metalearn._crossfit import (
-    Task,
-    accepts_categorical,
-    accepts_sample_weight,
-    n_workers,
-    predict_models,
-    prepare_estimator,
-    run_tasks,
-    task_seed,
-)
+from metalearn._crossfit import TaskBuilder, predict_models
 from metalearn.nuisance import Data, Nuisance, outcome_columns
 
 __all__ = ["SLearner"]
@@ -124,45 +115,34 @@ class SLearner(MetaLearner):
         self, data: Data, nuis: Nuisance | None, folds: np.ndarray, honest: bool
     ) -> np.ndarray | None:
         template = self._outcome_template()
-        if data.sample_weight is not None and not accepts_sample_weight(template):
-            raise TypeError(
-                "`sample_weight` was given but `outcome_model` "
-                f"({type(template).__name__}) does not accept it in fit."
-            )
         method = "predict_proba" if data.classes is not None else "predict"
         self._method = method
         extra = self._indicators(data.w)
-        workers = n_workers(self.n_jobs)
-        cats = data.schema.categorical_indices
-        tasks = []
+        builder = TaskBuilder(
+            data.X,
+            data.schema.categorical_indices,
+            n_jobs=self.n_jobs,
+            random_state=self.random_state,
+        )
         blocks = self._variant_columns(data.n) if honest else []  # shared by the fold tasks
         fold_ids: list[int | None] = list(range(int(folds.max()) + 1)) if honest else [None]
         for f in fold_ids:
             train = np.arange(data.n) if f is None else np.flatnonzero(folds != f)
             rows = None if f is None else np.flatnonzero(folds == f)
-            est = prepare_estimator(
+            builder.add(
                 template,
-                n_workers=workers,
-                seed=task_seed(self.random_state, 400, 0 if f is None else f + 1),
+                train,
+                data.y[train],
+                key=(400, 0 if f is None else f + 1),
+                role="outcome_model",
+                sample_weight=None if data.sample_weight is None else data.sample_weight[train],
+                predict_rows=rows,
+                method=method,
+                extra_columns=extra,
+                predict_extra=[] if rows is None else blocks,
             )
-            tasks.append(
-                Task(
-                    estimator=est,
-                    train=train,
-                    target=data.y[train],
-                    sample_weight=(
-                        None if data.sample_weight is None else data.sample_weight[train]
-                    ),
-                    predict_rows=rows,
-                    method=method,
-                    extra_columns=extra,
-                    predict_extra=[] if rows is None else blocks,
-                    fit_params=(
-                        {"categorical_feature": cats} if cats and accepts_categorical(est) else {}
-                    ),
-                )
-            )
-        results = run_tasks(tasks, data.X, n_jobs=self.n_jobs, desc="outcome models")
+        tasks = builder.tasks
+        results = builder.run("outcome models")
         self.n_model_fits_ += len(tasks)
         self.models_ = [r[0] for r in results]
         if not honest:

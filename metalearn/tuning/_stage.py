@@ -22,16 +22,7 @@ from typing import Any
 import numpy as np
 
 from metalearn._base import MetaLearner
-from metalearn._crossfit import (
-    Task,
-    accepts_categorical,
-    accepts_sample_weight,
-    make_folds,
-    n_workers,
-    prepare_estimator,
-    run_tasks,
-    task_seed,
-)
+from metalearn._crossfit import Task, TaskBuilder, make_folds
 from metalearn._nuisance_losses import _outcome_eval, _score
 from metalearn._validation import control_index
 from metalearn.nuisance import (
@@ -112,37 +103,30 @@ class NuisanceStage:
             return default_classifier()
         return default_regressor()
 
-    def _tasks(self, model: Any, f: int) -> list[Task]:
+    def _tasks(self, model: Any, f: int) -> TaskBuilder:
         d = self.data
-        cats = d.schema.categorical_indices
-        workers = n_workers(self.n_jobs)
         propensity = self.kind == "propensity"
         method = "predict_proba" if propensity or d.classes is not None else "predict"
         target = d.w if propensity else d.y
-        tasks = []
+        builder = TaskBuilder(
+            d.X, d.schema.categorical_indices, n_jobs=self.n_jobs, random_state=self.random_state
+        )
+        sw = d.sample_weight
         for g, mask in enumerate(self.groups):
             train = np.flatnonzero(mask & (self.folds != f))
-            seed = task_seed(self.random_state, 700, g, f + 1)
-            est = prepare_estimator(model, n_workers=workers, seed=seed)
-            sw = d.sample_weight
-            tasks.append(
-                Task(
-                    estimator=est,
-                    train=train,
-                    target=target[train],
-                    sample_weight=(
-                        None if sw is None or not accepts_sample_weight(est) else sw[train]
-                    ),
-                    predict_rows=np.flatnonzero(mask & (self.folds == f)),
-                    method=method,
-                    extra_columns=self.extra,
-                    predict_extra=[] if self.extra is None else [self.extra],
-                    fit_params=(
-                        {"categorical_feature": cats} if cats and accepts_categorical(est) else {}
-                    ),
-                )
+            builder.add(
+                model,
+                train,
+                target[train],
+                key=(700, g, f + 1),
+                role="propensity_model" if propensity else "outcome_model",
+                sample_weight=None if sw is None else sw[train],
+                predict_rows=np.flatnonzero(mask & (self.folds == f)),
+                method=method,
+                extra_columns=self.extra,
+                predict_extra=[] if self.extra is None else [self.extra],
             )
-        return tasks
+        return builder
 
     def _fold_loss(self, tasks: list[Task], results: list[Any]) -> float:
         d = self.data
@@ -173,9 +157,9 @@ class NuisanceStage:
         """Mean over folds of the held-out loss; ``report(mean_so_far, fold)`` after each."""
         losses = []
         for f in range(self.n_folds):
-            tasks = self._tasks(model, f)
-            results = run_tasks(tasks, self.data.X, n_jobs=self.n_jobs, desc="stage models")
-            losses.append(self._fold_loss(tasks, results))
+            builder = self._tasks(model, f)
+            results = builder.run("stage models")
+            losses.append(self._fold_loss(builder.tasks, results))
             if report is not None and f < self.n_folds - 1:
                 report(float(np.mean(losses)), f)
         return float(np.mean(losses))
