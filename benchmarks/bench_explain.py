@@ -63,7 +63,7 @@ def main() -> None:
     from lightgbm import LGBMClassifier, LGBMRegressor
 
     import metalearn as ml
-    from metalearn._frames import encode_features
+    from metalearn._core.frames import encode_features
 
     threads = {} if args.threads is None else {"n_jobs": args.threads}
     sim = ml.datasets.simulate_retention(n=args.rows, seed=args.seed)

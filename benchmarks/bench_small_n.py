@@ -8,7 +8,7 @@ stage (X, R, DR) a second effect model is compared with ``default``
 (``effect_model=None``, whatever the library's default is now):
 
 * R, DR: ``legacy``, ``LGBMRegressor(verbose=-1)`` (100 trees of 31 leaves),
-  their default before :func:`metalearn._defaults.default_effect_regressor`;
+  their default before :func:`metalearn._core.defaults.default_effect_regressor`;
 * X (whose default is still ``legacy``): ``rule``, the DR/R rule
   ``default_effect_regressor(n)`` passed explicitly.
 
@@ -98,7 +98,7 @@ def run_one(setup: str, n: int, seed: int, learners: list[str], test_n: int) -> 
             if variant == "legacy":
                 kw["effect_model"] = legacy_effect_model()
             elif variant == "rule":
-                from metalearn._defaults import default_effect_regressor
+                from metalearn._core.defaults import default_effect_regressor
 
                 kw["effect_model"] = default_effect_regressor(n)
             t0 = time.perf_counter()

@@ -18,10 +18,10 @@ from metalearn import (
     tuning,
 )
 from metalearn import learners as _learners
-from metalearn._progress import progress
-from metalearn._results import AverageEffect
+from metalearn._core.progress import progress
+from metalearn._core.results import AverageEffect
 from metalearn.learners import DRLearner, RLearner, SLearner, TLearner, XLearner
-from metalearn.nuisance import Nuisance
+from metalearn.learners.nuisance import Nuisance
 from metalearn.tuning import MetaLearnerGridSearch, MetaLearnerOptunaSearch
 
 __version__ = "0.1.0.dev0"

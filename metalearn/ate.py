@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 
-from metalearn._causal import (
+from metalearn._core.data import prepare_data
+from metalearn._core.design import (
     Design,
     check_no_extreme,
     clip_bounds,
@@ -40,10 +41,10 @@ from metalearn._causal import (
     trim_mask,
     warn_once,
 )
-from metalearn._formulas import aipw_att_terms, aipw_scores, clip_propensity, weighted_mean
-from metalearn._results import AverageEffect, mean_std_error
-from metalearn._validation import control_index
-from metalearn.nuisance import Nuisance, prepare_data
+from metalearn._core.formulas import aipw_att_terms, aipw_scores, clip_propensity, weighted_mean
+from metalearn._core.results import AverageEffect, mean_std_error
+from metalearn._core.validation import control_index
+from metalearn.learners.nuisance import Nuisance
 
 __all__ = [
     "WeightedEffect",
@@ -516,7 +517,7 @@ def aipw(
     estimand : {"ATE", "ATT"}, default="ATE"
     clip : float, (float, float), None or "auto", default="auto"
         Each arm's propensity is clipped to ``[clip, 1 - clip]`` (or ``(low,
-        high)``) on its own, the rule of :mod:`metalearn._formulas`; ``None``
+        high)``) on its own, the rule of :mod:`metalearn._core.formulas`; ``None``
         does not clip. ``"auto"``: the ``propensity_clip`` of ``learner``
         when one is given (so that ``aipw(X, y, w, learner=dr)`` is
         ``dr.ate()``), else 0.01. The clip of an average effect need not be

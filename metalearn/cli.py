@@ -77,7 +77,7 @@ def _fit_demo(n: int, n_test: int, seed: int, n_jobs: int) -> _DemoRun:
     sn = fit_scoring_nuisance(Xte, test.y, test.w, nuisance=scorer, propensity=test.propensity)
     m_hat = np.asarray(sn.marginal[1][:, 0])
 
-    from metalearn._base import learner_registry
+    from metalearn.learners.base import learner_registry
 
     learners = {}
     for name, cls in learner_registry().items():
@@ -293,7 +293,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _learner_names() -> list[str]:
-    from metalearn._base import learner_registry
+    from metalearn.learners.base import learner_registry
 
     return list(learner_registry())
 
@@ -459,7 +459,7 @@ def _build_learner(args: argparse.Namespace, w: Any) -> Any:
     """The ``--learner`` with default LightGBM base models and the shared settings."""
 
     control = None if args.control is None else _parse_control(args.control, w, args.treatment)
-    from metalearn._base import learner_registry
+    from metalearn.learners.base import learner_registry
 
     cls = learner_registry()[args.learner]
     params = cls().get_params(deep=False)
@@ -481,7 +481,7 @@ def _out_of_fold(
     learner: Any, X: Any, y: Any, w: Any, progress: bool, groups: Any = None
 ) -> tuple[np.ndarray, float]:
     """``learner.fit_predict`` as (n_rows, n_effects) and its time in seconds."""
-    from metalearn._progress import progress as report
+    from metalearn._core.progress import progress as report
 
     t0 = time.perf_counter()
     with report(progress):
@@ -491,7 +491,7 @@ def _out_of_fold(
 
 def _resolved_control(learner: Any, w: Any) -> Any:
     """The control variant ``learner`` will use on ``w`` (its ``control_`` after fitting)."""
-    from metalearn._validation import control_index, encode_treatment
+    from metalearn._core.validation import control_index, encode_treatment
 
     variants = encode_treatment(w, len(w)).variants
     return variants[control_index(variants, learner.control)]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from metalearn._causal import (
+from metalearn._core.design import (
     Design,
     clip_bounds,
     crump_alpha,
@@ -34,8 +34,8 @@ from metalearn._causal import (
     prepare_design,
     py,
 )
-from metalearn._formulas import clip_propensity
-from metalearn._frames import to_1d_array, to_native_frame
+from metalearn._core.formulas import clip_propensity
+from metalearn._core.frames import to_1d_array, to_native_frame
 
 __all__ = ["Overlap", "overlap", "balance_table"]
 

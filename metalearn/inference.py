@@ -20,11 +20,12 @@ from sklearn.base import clone
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted
 
-from metalearn import _progress
-from metalearn._causal import frame_backend
-from metalearn._crossfit import n_workers, share_threads
-from metalearn._frames import encode_features, to_native_frame
-from metalearn.nuisance import Data, Nuisance
+from metalearn._core import progress as _progress
+from metalearn._core.data import Data
+from metalearn._core.design import frame_backend
+from metalearn._core.frames import encode_features, to_native_frame
+from metalearn._core.tasks import n_workers, share_threads
+from metalearn.learners.nuisance import Nuisance
 
 __all__ = ["CATEIntervals", "LinearCATEInference", "bootstrap_cate", "linear_dr_inference"]
 
@@ -167,7 +168,7 @@ def bootstrap_cate(
 
     Replicates are fitted in one joblib batch (``n_jobs``), each with one
     worker and base-model threads capped as in the learners (see
-    :mod:`metalearn._crossfit`); replicate ``b`` draws its rows and seeds
+    :mod:`metalearn._core.tasks`); replicate ``b`` draws its rows and seeds
     its learner from ``SeedSequence(random_state).spawn`` so results do not
     depend on ``n_jobs``. A learner holding a fitted
     :class:`~metalearn.Nuisance` is refitted from that nuisance's settings in

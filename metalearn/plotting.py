@@ -177,7 +177,7 @@ def overlap(
     >>> [t.get_text() for t in ax.get_legend().get_texts()]
     ['0 (control)', '1']
     """
-    from metalearn._causal import as_propensity_matrix, pair_score, prepare_design
+    from metalearn._core.design import as_propensity_matrix, pair_score, prepare_design
     from metalearn.diagnostics import Overlap
 
     if not isinstance(bins, int | np.integer) or bins < 1:

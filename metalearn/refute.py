@@ -39,10 +39,10 @@ from scipy import stats
 from sklearn.base import clone
 from sklearn.utils import check_random_state
 
-from metalearn._causal import add_column, py, take_rows
-from metalearn._frames import encode_features, to_1d_array
-from metalearn._results import AverageEffect
-from metalearn._validation import control_index, encode_treatment
+from metalearn._core.design import add_column, py, take_rows
+from metalearn._core.frames import encode_features, to_1d_array
+from metalearn._core.results import AverageEffect
+from metalearn._core.validation import control_index, encode_treatment
 
 __all__ = ["Refutation", "placebo", "random_common_cause", "subset"]
 

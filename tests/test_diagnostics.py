@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 import metalearn as ml
-from metalearn._causal import crump_alpha
+from metalearn._core.design import crump_alpha
 from metalearn.diagnostics import Overlap, balance_table, overlap
 
 LOGIT = LogisticRegression()

@@ -21,8 +21,8 @@ import pytest
 from conftest import make_learner
 
 from metalearn import DRLearner, TLearner
-from metalearn._frames import encode_features
-from metalearn._validation import encode_treatment
+from metalearn._core.frames import encode_features
+from metalearn._core.validation import encode_treatment
 
 FRAME_BACKENDS = ("pandas", "polars")
 

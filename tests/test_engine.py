@@ -8,7 +8,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
 import metalearn as ml
-from metalearn.nuisance import prepare_data
+from metalearn._core.data import prepare_data
 
 LIN = {"outcome_model": LinearRegression(), "propensity_model": LogisticRegression()}
 
@@ -109,8 +109,8 @@ def test_grid_search_outer_folds_know_a_category_seen_in_one_row():
 
 
 def test_features_are_checked_for_nan_once_per_fit(sim, monkeypatch):
-    import metalearn._base as base
-    import metalearn.nuisance as nuisance_module
+    import metalearn.learners.base as base
+    import metalearn.learners.nuisance as nuisance_module
 
     calls = []
 
@@ -194,3 +194,23 @@ def test_predict_rejects_infinite_and_unsupported_missing_values(sim):
     X[1, 2] = np.nan
     with pytest.raises(ValueError, match="`outcome_model` cannot handle missing values"):
         t.predict(X)
+
+
+@pytest.mark.parametrize("name", ["SLearner", "TLearner", "XLearner", "RLearner", "DRLearner"])
+def test_every_base_model_fit_is_built_by_the_task_builder(name, sim, monkeypatch):
+    from metalearn._core.tasks import TaskBuilder
+
+    added = []
+    original = TaskBuilder.add
+
+    def spy(self, template, train, target, **kw):
+        added.append(kw["key"])
+        return original(self, template, train, target, **kw)
+
+    monkeypatch.setattr(TaskBuilder, "add", spy)
+    cls = getattr(ml, name)
+    params = cls().get_params()
+    kw = {k: v for k, v in {**LIN, "effect_model": LinearRegression()}.items() if k in params}
+    learner = cls(**kw, n_folds=3, random_state=0)
+    learner.fit_predict(sim.X, sim.y, sim.w)
+    assert len(added) == learner.n_model_fits_ > 0

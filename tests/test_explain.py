@@ -16,7 +16,7 @@ from sklearn.neighbors import KNeighborsRegressor
 
 import metalearn as ml
 from metalearn import explain as mex
-from metalearn._frames import encode_features
+from metalearn._core.frames import encode_features
 from metalearn.explain import (
     CATETree,
     Explainer,

@@ -10,7 +10,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 import metalearn as ml
-from metalearn import _formulas as F
+from metalearn._core import formulas as F
 
 LIN = {"outcome_model": LinearRegression(), "propensity_model": LogisticRegression()}
 
@@ -216,8 +216,11 @@ def test_rlearner_pair_score_with_both_propensities_zero_is_finite() -> None:
 
 # ---------------------------------------------- the former copies use the module
 def test_every_former_copy_imports_the_formulas() -> None:
-    from metalearn import _base, _eval_common, _scoring_nuisance, ate, scoring
+    from metalearn import ate, scoring
+    from metalearn.evaluation import _common as _eval_common
+    from metalearn.learners import base as _base
     from metalearn.learners import dr, r, x
+    from metalearn.scoring import _nuisance as _scoring_nuisance
 
     uses = {
         dr: ["aipw_scores", "weighted_mean"],
@@ -287,7 +290,7 @@ def test_learners_pseudo_outcomes_equal_the_formulas() -> None:
     phi = F.aipw_scores(Y, sim.w, nuis.oof_["mu"], e, [1, 2], 0)
     np.testing.assert_array_equal(dr.pseudo_outcomes_, phi)
     r = ml.RLearner(**common, propensity_clip=0.3).fit(sim.X, sim.y, sim.w)
-    from metalearn.nuisance import prepare_data
+    from metalearn._core.data import prepare_data
 
     data = prepare_data(sim.X, sim.y, sim.w, classification=False)
     _, y_res, t_res = r.residuals(data, r.nuisance_, 2)
@@ -301,7 +304,7 @@ def test_learners_pseudo_outcomes_equal_the_formulas() -> None:
 
 
 def test_evaluation_potential_outcomes_use_the_formula() -> None:
-    from metalearn._eval_common import _design
+    from metalearn.evaluation._common import _design
 
     y = np.array([3.0, 1.0, 2.0, 0.5])
     w = np.array([1, 0, 1, 0])

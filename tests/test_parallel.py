@@ -11,7 +11,7 @@ from conftest import ALL_LEARNERS, make_learner
 from lightgbm import LGBMClassifier, LGBMRegressor
 
 from metalearn import DRLearner, SLearner
-from metalearn._crossfit import available_cpus
+from metalearn._core.tasks import available_cpus
 
 # LightGBM's own histogram sums depend on its thread count (n_jobs=1 leaves it
 # at all cores, n_jobs=2 gives each clone half of them); `deterministic=True`

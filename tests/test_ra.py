@@ -19,7 +19,7 @@ import pytest
 from sklearn.linear_model import LinearRegression, Ridge
 
 import metalearn as ml
-from metalearn._base import learner_registry
+from metalearn.learners.base import learner_registry
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_a_learner_defined_elsewhere_registers_itself():
     try:
         assert learner_registry()["HALF_T_TEST"] is HalfTLearner
     finally:
-        from metalearn._base import MetaLearner
+        from metalearn.learners.base import MetaLearner
 
         del MetaLearner._registry["HALF_T_TEST"]
 

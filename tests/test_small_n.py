@@ -7,7 +7,7 @@ import pytest
 from lightgbm import LGBMRegressor
 
 import metalearn as ml
-from metalearn._defaults import (
+from metalearn._core.defaults import (
     EFFECT_LARGE_N,
     default_effect_regressor,
     effect_learning_rate,

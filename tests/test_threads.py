@@ -19,7 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_info
 
 import metalearn as ml
-from metalearn._crossfit import (
+from metalearn._core.tasks import (
     Task,
     available_cpus,
     prepare_estimator,

@@ -1,7 +1,7 @@
 """The meta-learners, one algorithm per module.
 
 Every public module of this package is imported here and each learner class
-with a ``short_name`` registers itself (:func:`metalearn._base.learner_registry`):
+with a ``short_name`` registers itself (:func:`metalearn.learners.base.learner_registry`):
 a new learner is one new file in this folder. The CLI's ``--learner``, the
 searches' ``learner`` choices and the top-level ``metalearn`` namespace read
 the registry.
@@ -10,7 +10,7 @@ the registry.
 import importlib
 import pkgutil
 
-from metalearn._base import MetaLearner
+from metalearn.learners.base import MetaLearner
 from metalearn.learners.dr import DRLearner
 from metalearn.learners.r import RLearner
 from metalearn.learners.s import SLearner
@@ -28,7 +28,8 @@ def _discover() -> None:
         module = importlib.import_module(f"{__name__}.{info.name}")
         for name in getattr(module, "__all__", []):
             obj = getattr(module, name)
-            if isinstance(obj, type) and issubclass(obj, MetaLearner) and name not in __all__:
+            is_learner = isinstance(obj, type) and issubclass(obj, MetaLearner)
+            if is_learner and obj.short_name and name not in __all__:
                 globals()[name] = obj
                 __all__.append(name)
 

@@ -7,11 +7,12 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from metalearn._base import MetaLearner, PlanTerm, fold_mean_plan
-from metalearn._defaults import default_effect_regressor
-from metalearn._formulas import aipw_scores, weighted_mean
-from metalearn._results import mean_std_error
-from metalearn.nuisance import Data, Nuisance
+from metalearn._core.data import Data
+from metalearn._core.defaults import default_effect_regressor
+from metalearn._core.formulas import aipw_scores, weighted_mean
+from metalearn._core.results import mean_std_error
+from metalearn.learners.base import MetaLearner, PlanTerm, fold_mean_plan
+from metalearn.learners.nuisance import Nuisance
 
 __all__ = ["DRLearner"]
 
@@ -42,7 +43,7 @@ class DRLearner(MetaLearner):
     effect_model : regressor, default=None
         Final-stage model. ``None`` means a strongly regularised
         LightGBM sized by the number of training rows ``n``
-        (:func:`metalearn._defaults.default_effect_regressor`: 200 trees of
+        (:func:`metalearn._core.defaults.default_effect_regressor`: 200 trees of
         4 leaves of at least ``max(20, round(6 * sqrt(n)))`` rows, learning
         rate ``min(0.1, n / 100_000)``). LightGBM's own defaults fit the
         noise of the final-stage targets at small ``n`` (at n = 1,000 on the
@@ -72,7 +73,7 @@ class DRLearner(MetaLearner):
         check overlap with :func:`metalearn.diagnostics.overlap` and pass
         ``0.01`` or smaller when propensities are well estimated near 0 or 1.
         Each arm's propensity is clipped on its own, without renormalising
-        (the rule of :mod:`metalearn._formulas`, the same for every learner and
+        (the rule of :mod:`metalearn._core.formulas`, the same for every learner and
         for :mod:`metalearn.ate`). :meth:`ate` and
         ``metalearn.ate.aipw(X, y, w, learner=dr)`` use this clip too; for an
         average effect with a smaller clip (less bias where overlap is poor)
@@ -162,8 +163,8 @@ class DRLearner(MetaLearner):
     def pseudo_outcomes(self, data: Data, nuis: Nuisance) -> np.ndarray:
         """AIPW pseudo-outcomes (n, K-1, D) from out-of-fold nuisances.
 
-        :func:`metalearn._formulas.aipw_scores` with the propensities clipped
-        by :func:`metalearn._formulas.clip_propensity` at ``propensity_clip``.
+        :func:`metalearn._core.formulas.aipw_scores` with the propensities clipped
+        by :func:`metalearn._core.formulas.clip_propensity` at ``propensity_clip``.
         """
         e = self._clip(nuis.oof_["e"])
         return aipw_scores(

@@ -6,10 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from metalearn._base import MetaLearner, PlanTerm, fold_mean_plan
-from metalearn._defaults import default_effect_regressor
-from metalearn._formulas import pair_propensity, r_loss_terms, r_pseudo_outcome, r_residuals
-from metalearn.nuisance import Data, Nuisance
+from metalearn._core.data import Data
+from metalearn._core.defaults import default_effect_regressor
+from metalearn._core.formulas import pair_propensity, r_loss_terms, r_pseudo_outcome, r_residuals
+from metalearn.learners.base import MetaLearner, PlanTerm, fold_mean_plan
+from metalearn.learners.nuisance import Nuisance
 
 __all__ = ["RLearner"]
 
@@ -39,7 +40,7 @@ class RLearner(MetaLearner):
     effect_model : regressor, default=None
         Final-stage model; must accept ``sample_weight``. ``None`` means a
         strongly regularised LightGBM sized by the number of training rows ``n``
-        (:func:`metalearn._defaults.default_effect_regressor`: 200 trees of
+        (:func:`metalearn._core.defaults.default_effect_regressor`: 200 trees of
         4 leaves of at least ``max(20, round(6 * sqrt(n)))`` rows, learning
         rate ``min(0.1, n / 100_000)``). LightGBM's own defaults fit the
         noise of the final-stage targets at small ``n`` (at n = 1,000 on the
@@ -60,7 +61,7 @@ class RLearner(MetaLearner):
         Cross-fitting folds.
     propensity_clip : float or (float, float), default=0.01
         The pair propensity :math:`\hat p` is clipped to ``[clip, 1 - clip]``
-        (or the given pair), the rule of :mod:`metalearn._formulas`; with two
+        (or the given pair), the rule of :mod:`metalearn._core.formulas`; with two
         variants it is the treated propensity itself. Where both
         propensities of a pair are 0, :math:`\hat p = 1/2` (before clipping).
     final_stage : {"crossfit", "full"}, default="crossfit"

@@ -2,7 +2,7 @@
 
 This module is the whole learner: the registry, the searches, the CLI's
 ``--learner RA``, ``explainer()`` and ``evaluate`` reach it through the hooks
-of :class:`~metalearn._base.MetaLearner`.
+of :class:`~metalearn.learners.base.MetaLearner`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from metalearn._base import MetaLearner, PlanTerm, fold_mean_plan
-from metalearn.nuisance import Data, Nuisance
+from metalearn._core.data import Data
+from metalearn.learners.base import MetaLearner, PlanTerm, fold_mean_plan
+from metalearn.learners.nuisance import Nuisance
 
 __all__ = ["RALearner"]
 

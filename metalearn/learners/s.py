@@ -6,9 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from metalearn._base import MetaLearner, PlanTerm, indicator_plan
-from metalearn._crossfit import TaskBuilder, predict_models
-from metalearn.nuisance import Data, Nuisance, outcome_columns
+from metalearn._core.data import Data, outcome_columns
+from metalearn._core.tasks import TaskBuilder, predict_models
+from metalearn.learners.base import MetaLearner, PlanTerm, indicator_plan
+from metalearn.learners.nuisance import Nuisance
 
 __all__ = ["SLearner"]
 

@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from metalearn._base import MetaLearner, PlanTerm, indicator_plan, positive_column
-from metalearn.nuisance import Data, Nuisance
+from metalearn._core.data import Data
+from metalearn.learners.base import MetaLearner, PlanTerm, indicator_plan, positive_column
+from metalearn.learners.nuisance import Nuisance
 
 __all__ = ["TLearner"]
 

@@ -6,10 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from metalearn._base import MetaLearner, PlanTerm
-from metalearn._formulas import pair_propensity
-from metalearn._validation import check_propensity
-from metalearn.nuisance import Data, Nuisance
+from metalearn._core.data import Data
+from metalearn._core.formulas import pair_propensity
+from metalearn._core.validation import check_propensity
+from metalearn.learners.base import MetaLearner, PlanTerm
+from metalearn.learners.nuisance import Nuisance
 
 __all__ = ["XLearner"]
 
@@ -57,7 +58,7 @@ class XLearner(MetaLearner):
         Cross-fitting folds.
     propensity_clip : float or (float, float), default=0.01
         Propensities are clipped to ``[clip, 1 - clip]`` (or the given pair),
-        each arm's on its own (the rule of :mod:`metalearn._formulas`), before
+        each arm's on its own (the rule of :mod:`metalearn._core.formulas`), before
         the blend weight ``g`` is formed; where both are 0, ``g = 1/2``.
     final_stage : {"crossfit", "full"}, default="crossfit"
         ``"crossfit"``: each final-stage model is fitted once per fold (on the

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 
-from metalearn._base import MetaLearner
-from metalearn._validation import control_index
-from metalearn.nuisance import Data, Nuisance
+from metalearn._core.data import Data
+from metalearn._core.validation import control_index
+from metalearn.learners.base import MetaLearner
+from metalearn.learners.nuisance import Nuisance
 from metalearn.tuning._params import param_key
 
 __all__ = ["NuisanceCache", "Prepared", "needed_kinds", "nuisance_template"]

@@ -35,13 +35,14 @@ from typing import Any
 import narwhals.stable.v2 as nw
 import numpy as np
 
-from metalearn._base import MetaLearner
-from metalearn._crossfit import make_folds
-from metalearn._nuisance_losses import _outcome_eval, _score, resolve_metrics
-from metalearn._scoring_nuisance import ScoringNuisance
-from metalearn._validation import control_index
-from metalearn.nuisance import Data, Nuisance, prepare_data
+from metalearn._core.data import Data, prepare_data
+from metalearn._core.tasks import make_folds
+from metalearn._core.validation import control_index
+from metalearn.learners.base import MetaLearner
+from metalearn.learners.nuisance import Nuisance
 from metalearn.scoring import LOSSES, CATEScorer, _check_design, _row_losses
+from metalearn.scoring._losses import _outcome_eval, _score, resolve_metrics
+from metalearn.scoring._nuisance import ScoringNuisance
 from metalearn.tuning._cache import NuisanceCache, Prepared, needed_kinds
 
 __all__ = [

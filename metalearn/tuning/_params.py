@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 
-from metalearn._base import MetaLearner
-from metalearn._crossfit import _THREAD_PARAMS, share_model_threads
-from metalearn.nuisance import default_classifier, default_regressor
+from metalearn._core.defaults import default_classifier, default_regressor
+from metalearn._core.tasks import _THREAD_PARAMS, share_model_threads
+from metalearn.learners.base import MetaLearner
 
 __all__ = [
     "LEARNER_KEY",
@@ -62,7 +62,7 @@ def check_learner(learner: Any, name: str = "learner") -> MetaLearner:
 
 def learner_classes() -> dict[str, type]:
     """Every registered learner by class name (``"DRLearner"``) and short name (``"DR"``)."""
-    from metalearn._base import learner_registry
+    from metalearn.learners.base import learner_registry
 
     registry = learner_registry()
     out: dict[str, type] = {cls.__name__: cls for cls in registry.values()}
@@ -211,10 +211,10 @@ def build_candidate(
 def limit_model_threads(model: Any, n_workers: int) -> Any:
     """``model``, its every-core thread counts given their share of ``n_workers`` side by side.
 
-    The thread rule of :mod:`metalearn._crossfit`: a thread count that asks
+    The thread rule of :mod:`metalearn._core.tasks`: a thread count that asks
     for every core (by the model's library's semantics, nested models
     included) becomes ``thread_budget() // n_workers``
-    (:func:`metalearn._crossfit.available_cpus` is the budget) and is marked
+    (:func:`metalearn._core.tasks.available_cpus` is the budget) and is marked
     as the rule's, so that the learner's own workers divide it further. A
     positive thread count set by the user is kept; the model is changed in
     place and returned.
@@ -230,7 +230,7 @@ def limit_threads(learner: MetaLearner, n_workers: int) -> MetaLearner:
     Used when candidates or trials run side by side, on the learner that is
     then fitted (not on a template that is cloned first: a clone keeps the
     counts but loses the mark that lets the learner's own workers divide
-    them; code that clones runs under :func:`metalearn._crossfit.share_threads`
+    them; code that clones runs under :func:`metalearn._core.tasks.share_threads`
     instead). Sub-models left at ``None`` get their default model first.
     Returns ``learner`` (changed in place).
     """

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from metalearn._frames import native_backend, to_native_frame
+from metalearn._core.frames import native_backend, to_native_frame
 from metalearn.tuning._params import short_repr
 
 __all__ = ["best_index", "column", "ranks", "results_frame", "validation_set"]

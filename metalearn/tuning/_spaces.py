@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from metalearn._base import MetaLearner
+from metalearn.learners.base import MetaLearner
 from metalearn.tuning._params import (
     LEARNER_KEY,
     NUISANCE_PREFIXES,

@@ -21,17 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from metalearn._base import MetaLearner
-from metalearn._crossfit import Task, TaskBuilder, make_folds
-from metalearn._nuisance_losses import _outcome_eval, _score
-from metalearn._validation import control_index
-from metalearn.nuisance import (
-    Data,
-    align_proba,
-    default_classifier,
-    default_regressor,
-    outcome_columns,
-)
+from metalearn._core.data import Data, align_proba, outcome_columns
+from metalearn._core.defaults import default_classifier, default_regressor
+from metalearn._core.tasks import Task, TaskBuilder, make_folds
+from metalearn._core.validation import control_index
+from metalearn.learners.base import MetaLearner
+from metalearn.scoring._losses import _outcome_eval, _score
 
 __all__ = ["NuisanceStage", "outcome_mode"]
 
@@ -59,7 +54,7 @@ class NuisanceStage:
     random_state : int or None
         Seeds the folds and the models.
     metrics : dict
-        From :func:`metalearn._nuisance_losses.resolve_metrics`.
+        From :func:`metalearn.scoring._losses.resolve_metrics`.
     n_jobs : int or None
         Joblib workers for the fits of one fold.
     """

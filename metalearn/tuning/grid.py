@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from metalearn._base import MetaLearner
-from metalearn._crossfit import n_workers
+from metalearn._core.tasks import n_workers
+from metalearn.learners.base import MetaLearner
 from metalearn.tuning._evaluate import (
     Evaluator,
     Outcome,

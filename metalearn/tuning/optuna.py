@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from metalearn._base import MetaLearner
-from metalearn._crossfit import available_cpus, share_threads
+from metalearn._core.tasks import available_cpus, share_threads
+from metalearn.learners.base import MetaLearner
 from metalearn.tuning._evaluate import (
     Evaluator,
     check_scoring,

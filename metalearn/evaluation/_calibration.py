@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from metalearn import _ranking
-from metalearn._eval_common import (
+from metalearn.evaluation import _ranking
+from metalearn.evaluation._common import (
     BLPResult,
     _frame,
     _one_or_tuple,

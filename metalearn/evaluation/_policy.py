@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from metalearn import _ranking
-from metalearn._eval_common import (
+from metalearn._core.validation import encode_treatment
+from metalearn.evaluation import _ranking
+from metalearn.evaluation._common import (
     PolicyValue,
     _arms,
     _check_level,
@@ -26,7 +27,6 @@ from metalearn._eval_common import (
     _z,
     fill_doc,
 )
-from metalearn._validation import encode_treatment
 
 
 @fill_doc

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from sklearn import metrics
 
-from metalearn._crossfit import predict_models
-from metalearn.nuisance import Data, align_proba, outcome_columns
+from metalearn._core.data import Data, align_proba, outcome_columns
+from metalearn._core.tasks import predict_models
 
 __all__ = ["resolve_metrics", "learner_rows", "scoring_rows", "METRIC_NAMES"]
 

@@ -1,8 +1,8 @@
-"""Default models that depend on the training data (package-internal).
+"""Default base models: where a model is left at ``None``.
 
-The model defaults that do not depend on the data are in
-:mod:`metalearn.nuisance` (:func:`~metalearn.nuisance.default_regressor`,
-:func:`~metalearn.nuisance.default_classifier`).
+:func:`default_regressor` and :func:`default_classifier` (quiet LightGBM, public
+through :mod:`metalearn.nuisance`) and the DR- and R-learner's final-stage
+model sized by the number of training rows (:func:`default_effect_regressor`).
 """
 
 from __future__ import annotations
@@ -11,11 +11,54 @@ import math
 from typing import Any
 
 __all__ = [
+    "default_regressor",
+    "default_classifier",
     "EFFECT_LARGE_N",
     "default_effect_regressor",
     "effect_learning_rate",
     "effect_min_child_samples",
 ]
+
+
+def default_regressor() -> Any:
+    """The regressor used where a model is left at ``None``: a quiet LightGBM.
+
+    Returns
+    -------
+    lightgbm.LGBMRegressor
+        A new, unfitted ``LGBMRegressor(verbose=-1)`` (LightGBM's defaults
+        otherwise).
+
+    Examples
+    --------
+    >>> from metalearn._core.defaults import default_regressor
+    >>> default_regressor()
+    LGBMRegressor(verbose=-1)
+    """
+    from lightgbm import LGBMRegressor
+
+    return LGBMRegressor(verbose=-1)
+
+
+def default_classifier() -> Any:
+    """The classifier used where a model is left at ``None``: a quiet LightGBM.
+
+    Returns
+    -------
+    lightgbm.LGBMClassifier
+        A new, unfitted ``LGBMClassifier(verbose=-1)`` (LightGBM's defaults
+        otherwise).
+
+    Examples
+    --------
+    >>> from metalearn._core.defaults import default_classifier
+    >>> default_classifier()
+    LGBMClassifier(verbose=-1)
+    """
+    from lightgbm import LGBMClassifier
+
+    return LGBMClassifier(verbose=-1)
+
 
 #: The ``n_samples`` used by :func:`default_effect_regressor` when none is given.
 EFFECT_LARGE_N = 100_000
@@ -50,7 +93,7 @@ def effect_min_child_samples(n_samples: int) -> int:
 
     Examples
     --------
-    >>> from metalearn._defaults import effect_min_child_samples
+    >>> from metalearn._core.defaults import effect_min_child_samples
     >>> effect_min_child_samples(1_000), effect_min_child_samples(10_000)
     (190, 600)
     """
@@ -76,7 +119,7 @@ def effect_learning_rate(n_samples: int) -> float:
 
     Examples
     --------
-    >>> from metalearn._defaults import effect_learning_rate
+    >>> from metalearn._core.defaults import effect_learning_rate
     >>> effect_learning_rate(1_000), effect_learning_rate(10_000), effect_learning_rate(10**6)
     (0.01, 0.1, 0.1)
     """
@@ -127,7 +170,7 @@ def default_effect_regressor(n_samples: int | None = None) -> Any:
 
     Examples
     --------
-    >>> from metalearn._defaults import default_effect_regressor
+    >>> from metalearn._core.defaults import default_effect_regressor
     >>> model = default_effect_regressor(1_000)
     >>> p = model.get_params()
     >>> p["num_leaves"], p["min_child_samples"], p["learning_rate"], p["n_estimators"]

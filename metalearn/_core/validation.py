@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.base import is_classifier, is_regressor
 from sklearn.utils import get_tags
 
-from metalearn._frames import to_1d_array
+from metalearn._core.frames import to_1d_array
 
 __all__ = [
     "Treatment",

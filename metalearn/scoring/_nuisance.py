@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 
-from metalearn._formulas import aipw_scores, clip_distribution
-from metalearn._validation import control_index
-from metalearn.nuisance import Data, Nuisance, prepare_data
+from metalearn._core.data import Data, prepare_data
+from metalearn._core.formulas import aipw_scores, clip_distribution
+from metalearn._core.validation import control_index
+from metalearn.learners.nuisance import Nuisance
 
 __all__ = ["ScoringNuisance", "fit_scoring_nuisance", "check_clip", "fit_scoring"]
 
@@ -46,7 +47,7 @@ class ScoringNuisance:
     propensity : ndarray of shape (n_samples, n_variants)
         Known propensities, or out-of-fold ones clipped to
         ``[propensity_clip, 1 - propensity_clip]`` (each on its own, the rule
-        of :mod:`metalearn._formulas`) and, for more than two variants,
+        of :mod:`metalearn._core.formulas`) and, for more than two variants,
         renormalised to sum to one.
     marginal : dict
         Treated variant code -> out-of-fold :math:`m(x) = E[Y | X=x, W \\in
@@ -102,7 +103,7 @@ class ScoringNuisance:
     def pseudo_outcomes(self) -> np.ndarray:
         """Doubly robust (AIPW) pseudo-outcomes of every treated variant, (n, K-1, D).
 
-        :func:`metalearn._formulas.aipw_scores` of the (already clipped)
+        :func:`metalearn._core.formulas.aipw_scores` of the (already clipped)
         :attr:`propensity`.
         """
         return aipw_scores(
@@ -131,7 +132,7 @@ def check_clip(clip: Any) -> float:
 
 
 def _clip_propensity(e: np.ndarray, clip: float) -> np.ndarray:
-    """The stored propensities: :func:`metalearn._formulas.clip_distribution`."""
+    """The stored propensities: :func:`metalearn._core.formulas.clip_distribution`."""
     if clip <= 0:
         return e
     return clip_distribution(e, clip)
@@ -247,7 +248,7 @@ def fit_scoring_nuisance(
     sample_weight : array-like of shape (n_samples,), optional
     propensity_clip : float, default=0.01
         Estimated propensities are clipped to ``[clip, 1 - clip]``, each on
-        its own (the rule of :mod:`metalearn._formulas`); for more than two
+        its own (the rule of :mod:`metalearn._core.formulas`); for more than two
         variants the rows are then renormalised to sum to one, as the stored
         propensities are a distribution handed on to other functions.
     n_jobs : int, optional

@@ -23,22 +23,22 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from metalearn._base import MetaLearner, PlanTerm
-from metalearn._crossfit import TaskBuilder
-from metalearn._frames import encode_features
-from metalearn._importance import feature_importance, permutation_importance
-from metalearn._shapley import (
+from metalearn._core.frames import encode_features
+from metalearn._core.tasks import TaskBuilder
+from metalearn.explain._importance import feature_importance, permutation_importance
+from metalearn.explain._shapley import (
     Unsupported,
     interventional_shapley,
     model_shap,
     require_shap,
 )
-from metalearn._summary import (
+from metalearn.explain._summary import (
     CATETree,
     LeafEffect,
     effect_key_names,
     summarize_cate,
 )
+from metalearn.learners.base import MetaLearner, PlanTerm
 
 __all__ = [
     "CATETree",

@@ -25,17 +25,19 @@ import numpy as np
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.utils.validation import check_is_fitted
 
-from metalearn._crossfit import TaskBuilder, accepts_sample_weight, make_folds, predict_models
-from metalearn._formulas import clip_bounds, clip_propensity
-from metalearn._frames import HANDLE_UNKNOWN, encode_features, native_backend, to_native_frame
-from metalearn._results import AverageEffect
-from metalearn._validation import (
+from metalearn._core.data import Data, prepare_data
+from metalearn._core.defaults import default_regressor
+from metalearn._core.formulas import clip_bounds, clip_propensity
+from metalearn._core.frames import HANDLE_UNKNOWN, encode_features, native_backend, to_native_frame
+from metalearn._core.results import AverageEffect
+from metalearn._core.tasks import TaskBuilder, accepts_sample_weight, make_folds, predict_models
+from metalearn._core.validation import (
     allows_nan,
     check_finite_X,
     check_regressor,
     control_index,
 )
-from metalearn.nuisance import Data, Nuisance, default_regressor, prepare_data
+from metalearn.learners.nuisance import Nuisance
 
 __all__ = ["MetaLearner", "PlanTerm", "learner_registry"]
 
@@ -489,7 +491,7 @@ class MetaLearner(BaseEstimator):
 
         With ``effect_model=None``, the learner's ``_default_effect_model(n)``
         hook decides (the DR- and R-learner:
-        :func:`metalearn._defaults.default_effect_regressor` for ``n`` training
+        :func:`metalearn._core.defaults.default_effect_regressor` for ``n`` training
         rows; other learners: :func:`~metalearn.nuisance.default_regressor`).
         ``n=None`` reads the number of rows of the fit in progress
         (``len(self.folds_)``, set before the final stage is fitted); before
@@ -509,7 +511,7 @@ class MetaLearner(BaseEstimator):
         return default_regressor()
 
     def _clip(self, e: np.ndarray) -> np.ndarray:
-        """The clip rule of :mod:`metalearn._formulas` with this learner's ``propensity_clip``."""
+        """The clip rule of :mod:`metalearn._core.formulas` with ``propensity_clip``."""
         return clip_propensity(e, getattr(self, "propensity_clip", None))
 
     def _crossfit_final(self, honest: bool) -> bool:

@@ -429,7 +429,7 @@ def weighted_mean(psi: np.ndarray, weight: np.ndarray | None = None) -> np.ndarr
     """Mean of scores ``psi`` (n, ...) over the rows, weighted by ``weight`` if given.
 
     The point estimate that goes with
-    :func:`metalearn._results.mean_std_error` (its standard error).
+    :func:`metalearn._core.results.mean_std_error` (its standard error).
 
     Parameters
     ----------

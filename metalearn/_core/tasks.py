@@ -66,7 +66,7 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.utils.parallel import Parallel, delayed
 
-from metalearn import _progress
+from metalearn._core import progress as _progress
 
 __all__ = [
     "Task",

@@ -14,9 +14,9 @@ import narwhals.stable.v2 as nw
 import numpy as np
 from scipy import stats
 
-from metalearn._formulas import aipw_potential_outcomes
-from metalearn._frames import to_1d_array, to_native_frame
-from metalearn._validation import (
+from metalearn._core.formulas import aipw_potential_outcomes
+from metalearn._core.frames import to_1d_array, to_native_frame
+from metalearn._core.validation import (
     check_propensity,
     check_sample_weight,
     control_index,

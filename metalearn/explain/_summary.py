@@ -14,11 +14,11 @@ import numpy as np
 from scipy import stats
 from sklearn.utils.validation import check_is_fitted
 
-from metalearn._formulas import clip_propensity, pair_propensity, r_residuals
-from metalearn._frames import FrameSchema, encode_features, native_backend, to_native_frame
-from metalearn._scoring_nuisance import SCORING_CLIP, ScoringNuisance, fit_scoring
-from metalearn._shapley import require_matplotlib
-from metalearn.nuisance import prepare_data
+from metalearn._core.data import prepare_data
+from metalearn._core.formulas import clip_propensity, pair_propensity, r_residuals
+from metalearn._core.frames import FrameSchema, encode_features, native_backend, to_native_frame
+from metalearn.explain._shapley import require_matplotlib
+from metalearn.scoring._nuisance import SCORING_CLIP, ScoringNuisance, fit_scoring
 
 __all__ = ["CATETree", "LeafEffect", "summarize_cate"]
 

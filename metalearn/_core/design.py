@@ -1,10 +1,10 @@
 """Shared plumbing of :mod:`metalearn.diagnostics`, :mod:`metalearn.ate`,
 :mod:`metalearn.refute` and :mod:`metalearn.inference`.
 
-Inputs are converted here once (features through :mod:`metalearn._frames`,
-treatment labels through :mod:`metalearn._validation`); propensities are
+Inputs are converted here once (features through :mod:`metalearn._core.frames`,
+treatment labels through :mod:`metalearn._core.validation`); propensities are
 either taken as given or estimated by a classifier, cross-fitted through the
-same flat joblib batch as the learners' nuisance stage (:mod:`metalearn._crossfit`).
+same flat joblib batch as the learners' nuisance stage (:mod:`metalearn._core.tasks`).
 
 Propensities are kept as an ``(n, K)`` matrix whose columns follow the sorted
 variants. A contrast of variant ``k`` against the control ``c`` uses the
@@ -23,17 +23,18 @@ from typing import Any
 import narwhals.stable.v2 as nw
 import numpy as np
 
-from metalearn._crossfit import TaskBuilder, make_folds
-from metalearn._formulas import clip_bounds as formula_clip_bounds
-from metalearn._formulas import pair_propensity
-from metalearn._frames import FrameSchema, encode_features, native_backend, to_1d_array
-from metalearn._validation import (
+from metalearn._core.data import align_proba
+from metalearn._core.defaults import default_classifier
+from metalearn._core.formulas import clip_bounds as formula_clip_bounds
+from metalearn._core.formulas import pair_propensity
+from metalearn._core.frames import FrameSchema, encode_features, native_backend, to_1d_array
+from metalearn._core.tasks import TaskBuilder, make_folds
+from metalearn._core.validation import (
     check_classifier,
     check_finite_X,
     control_index,
     encode_treatment,
 )
-from metalearn.nuisance import align_proba, default_classifier
 
 __all__ = ["Design", "prepare_design", "estimate_propensity", "clip_bounds"]
 
@@ -154,7 +155,7 @@ def prepare_design(
 
 def clip_bounds(clip: Any, *, name: str = "clip") -> tuple[float, float]:
     """``None`` -> (0, 1); ``a`` -> (a, 1 - a); ``(lo, hi)`` as given: checked, then read by
-    :func:`metalearn._formulas.clip_bounds` (the one clip rule)."""
+    :func:`metalearn._core.formulas.clip_bounds` (the one clip rule)."""
     if clip is None:
         return 0.0, 1.0
     try:
@@ -342,7 +343,7 @@ def _fold_seed(random_state: Any) -> Any:
 
 
 def pair_score(e: np.ndarray, k: int, c: int) -> np.ndarray:
-    """``e_k / (e_k + e_c)``: :func:`metalearn._formulas.pair_propensity` (0.5 where both are 0).
+    """``e_k / (e_k + e_c)``: :func:`metalearn._core.formulas.pair_propensity` (1/2 at 0/0).
 
     With two variants this is ``e_k`` itself.
     """

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from metalearn._frames import native_backend, to_native_frame
-from metalearn._summary import check_predictable, effect_key_names, make_loss, scoring_data
+from metalearn._core.frames import native_backend, to_native_frame
+from metalearn.explain._summary import check_predictable, effect_key_names, make_loss, scoring_data
 
 __all__ = ["feature_importance", "permutation_importance"]
 

@@ -75,10 +75,10 @@ References
    Journal 1, 14-21.
 """
 
-from metalearn._eval_calibration import blp_test, calibration_table
-from metalearn._eval_common import BLPResult, PolicyValue, RATEResult, TargetingArea
-from metalearn._eval_policy import budget_curve, policy_value
-from metalearn._eval_targeting import auuc, qini_coefficient, qini_curve, rate, uplift_curve
+from metalearn.evaluation._calibration import blp_test, calibration_table
+from metalearn.evaluation._common import BLPResult, PolicyValue, RATEResult, TargetingArea
+from metalearn.evaluation._policy import budget_curve, policy_value
+from metalearn.evaluation._targeting import auuc, qini_coefficient, qini_curve, rate, uplift_curve
 
 __all__ = [
     "uplift_curve",

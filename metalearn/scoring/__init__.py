@@ -28,19 +28,20 @@ import numpy as np
 from sklearn.utils.metadata_routing import MetadataRequest
 from sklearn.utils.validation import check_is_fitted
 
-from metalearn import _nuisance_losses
-from metalearn._formulas import clip_propensity, pair_propensity, r_loss_terms, r_residuals
-from metalearn._frames import encode_features, native_backend, to_native_frame
-from metalearn._ranking import linear_se
-from metalearn._scoring_nuisance import (
+from metalearn._core.data import Data, prepare_data
+from metalearn._core.formulas import clip_propensity, pair_propensity, r_loss_terms, r_residuals
+from metalearn._core.frames import encode_features, native_backend, to_native_frame
+from metalearn._core.validation import control_index
+from metalearn.evaluation._ranking import linear_se
+from metalearn.learners.nuisance import Nuisance
+from metalearn.scoring import _losses as _nuisance_losses
+from metalearn.scoring._nuisance import (
     ScoringNuisance,
     _py,
     check_clip,
     fit_scoring,
     fit_scoring_nuisance,
 )
-from metalearn._validation import control_index
-from metalearn.nuisance import Data, Nuisance, prepare_data
 
 __all__ = [
     "r_loss",
@@ -300,7 +301,7 @@ def cate_losses(
         From :func:`fit_scoring_nuisance` on the same rows.
     propensity_clip : float, default=0.01
         Estimated pair propensities are clipped to ``[clip, 1 - clip]`` in
-        the R-loss (the rule of :mod:`metalearn._formulas`); the DR-loss uses
+        the R-loss (the rule of :mod:`metalearn._core.formulas`); the DR-loss uses
         the propensities of ``scoring``, clipped when it was fitted.
     backend : narwhals implementation, optional
         Frame type of the result (default Polars).
@@ -516,7 +517,7 @@ def evaluate(
     propensity_clip : float, default=0.01
         Estimated scoring propensities (and pair propensities in the R-loss)
         are clipped to ``[clip, 1 - clip]``, each on its own (the rule of
-        :mod:`metalearn._formulas`).
+        :mod:`metalearn._core.formulas`).
 
     Returns
     -------
@@ -595,7 +596,7 @@ class CATEScorer:
     propensity_clip : float, default=0.01
         Estimated scoring propensities (and pair propensities in the R-loss)
         are clipped to ``[clip, 1 - clip]``, each on its own (the rule of
-        :mod:`metalearn._formulas`).
+        :mod:`metalearn._core.formulas`).
     cache_size : int, default=8
         Scoring nuisances kept (one per data set, e.g. per CV split).
 
