@@ -54,8 +54,10 @@ def imports() -> list[tuple[str, str, bool]]:
         tree = ast.parse(path.read_text())
         top = {id(node) for node in tree.body}
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(
-                "metalearn"
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("metalearn")
             ):
                 if node.module == "metalearn":
                     targets = [f"metalearn.{a.name}" for a in node.names]
