@@ -1,7 +1,7 @@
 """Run one metalearn learner on one data set and print one JSON line.
 
 Same protocol as ``peers.py``: ``python metalearn_job.py '<json job>'`` with keys
-``learner`` (S, T, X, R, DR), ``train`` and ``test`` (npz paths), ``threads``
+``learner`` (a registered short name: S, T, X, R, DR, RA), ``train`` and ``test`` (npz paths), ``threads``
 (joblib workers; base models get one thread each when ``threads`` > 1, and
 LightGBM's own threads are pinned to 1 when ``threads`` == 1) and ``seed``.
 
@@ -80,15 +80,16 @@ def main() -> None:
     kind = job["learner"]
     common = {"n_jobs": threads, "random_state": int(job["seed"])}
     common.update(job.get("params", {}))  # a configuration may override n_jobs
-    if kind == "S":
-        learner = ml.SLearner(outcome_model=reg, **common)
-    elif kind == "T":
-        learner = ml.TLearner(outcome_model=reg, **common)
-    else:
-        cls = {"X": ml.XLearner, "R": ml.RLearner, "DR": ml.DRLearner}[kind]
-        learner = cls(
-            outcome_model=reg, propensity_model=clf, effect_model=TimedRegressor(**p), **common
-        )
+    from metalearn.learners.base import learner_registry
+
+    cls = learner_registry()[kind]
+    params = cls().get_params(deep=False)
+    models = {"outcome_model": reg}
+    if "propensity_model" in params:
+        models["propensity_model"] = clf
+    if "effect_model" in params:
+        models["effect_model"] = TimedRegressor(**p)
+    learner = cls(**models, **common)
     X, w, y = train["X"], train["w"], train["y"]
     t0 = time.perf_counter()
     learner.fit(X, y, w)

@@ -79,8 +79,16 @@ def scoring_data(
     these rows, a :class:`~metalearn.Nuisance` (template, or fitted on these
     rows), or ``None`` for the default yardstick of :mod:`metalearn.scoring`.
     """
-    Xa, _ = encode_features(X, learner.schema_)
-    data = prepare_data(X, y, w, classification=learner._classification, propensity=propensity)
+    # One conversion: the rows encoded with the learner's schema are also the scoring data.
+    data = prepare_data(
+        X,
+        y,
+        w,
+        classification=learner._classification,
+        propensity=propensity,
+        schema=learner.schema_,
+    )
+    Xa = data.X
     known = [_py(v) for v in learner.variants_]
     if [_py(v) for v in data.variants] != known:
         raise ValueError(

@@ -426,10 +426,16 @@ def _learner_tau(est: Any, X: Any, propensity: Any) -> tuple[np.ndarray, np.ndar
     """A fitted learner's (n, K-1, D) effects on ``X`` and the encoded ``X``."""
     check_is_fitted(est, "variants_")
     Xa, _ = encode_features(X, est.schema_)
+    return _encoded_tau(est, Xa, propensity), Xa
+
+
+def _encoded_tau(est: Any, Xa: np.ndarray, propensity: Any) -> np.ndarray:
+    """A fitted learner's (n, K-1, D) effects on rows encoded with its schema."""
+    est._check_predict_rows(Xa)
     params = inspect.signature(est._predict_tau).parameters
     if "propensity" in params and propensity is not None:
-        return est._predict_tau(Xa, propensity=propensity), Xa
-    return est._predict_tau(Xa), Xa
+        return np.asarray(est._predict_tau(Xa, propensity=propensity))
+    return np.asarray(est._predict_tau(Xa))
 
 
 def _check_design(est: Any, data: Data) -> None:
@@ -538,8 +544,9 @@ def evaluate(
     True
     """
     clip = check_clip(propensity_clip)
-    tau3, Xa = _learner_tau(estimator, X, propensity)
+    check_is_fitted(estimator, "variants_")
     classification = estimator.classes_ is not None
+    # One conversion: the rows encoded with the learner's schema are the scoring data too.
     data = prepare_data(
         X,
         y,
@@ -547,7 +554,10 @@ def evaluate(
         classification=classification,
         sample_weight=sample_weight,
         propensity=propensity,
+        schema=estimator.schema_,
     )
+    Xa = data.X
+    tau3 = _encoded_tau(estimator, Xa, propensity)
     _check_design(estimator, data)
     c = control_index(data.variants, estimator.control_)
     sn = _DEFAULT_SCORER.scoring_for(data, c, nuisance, n_jobs=estimator.n_jobs, clip=clip)
