@@ -95,6 +95,8 @@ HANDLE_UNKNOWN = ("error", "missing")
 
 def _from_native(X: Any, name: str) -> Any:
     """``nw.from_native`` (pass-through) with a clear error for duplicate column names."""
+    if isinstance(X, np.ndarray | list | tuple):
+        return X  # not a frame (and narwhals' first call would look up its plugins)
     try:
         return nw.from_native(X, pass_through=True)
     except DuplicateError as exc:
@@ -428,7 +430,11 @@ def _check_width(width: int, schema: FrameSchema, name: str) -> None:
 
 def to_1d_array(values: Any, *, name: str) -> np.ndarray:
     """Convert a Series, single-column frame, list or array to a 1-D numpy array."""
-    obj = nw.from_native(values, pass_through=True, allow_series=True)
+    obj = (
+        values
+        if isinstance(values, np.ndarray | list | tuple)
+        else nw.from_native(values, pass_through=True, allow_series=True)
+    )
     if isinstance(obj, nw.LazyFrame):
         obj = obj.collect()
     if isinstance(obj, nw.DataFrame):
