@@ -642,6 +642,20 @@ class MetaLearner(BaseEstimator):
             oofs.append(oof)
         return models, oofs
 
+    def _stack_effects(self, preds: dict[Any, np.ndarray], n: int) -> np.ndarray:
+        """(n, K-1, D) effects from one (n,) array per effect key ``(variant_code, dim)``."""
+        tau = np.empty((n, len(self._treated_codes), self._out_dim))
+        for j, k in enumerate(self._treated_codes):
+            for d in range(self._out_dim):
+                tau[:, j, d] = preds[(k, d)]
+        return tau
+
+    def _predict_effect_models(self, Xa: np.ndarray) -> np.ndarray:
+        """The CATE of a learner whose ``effect_models_[(k, d)]`` are fold models of X alone."""
+        keys = list(self.effect_models_)
+        out = self._predict_effects([self.effect_models_[k] for k in keys], Xa)
+        return self._stack_effects(dict(zip(keys, out, strict=True)), Xa.shape[0])
+
     def _predict_effects(self, model_groups: list[list[Any]], Xa: np.ndarray) -> list[np.ndarray]:
         """Mean over fold models of each group's prediction on ``Xa``."""
         flat = [(m, "predict", None) for group in model_groups for m in group]

@@ -194,19 +194,7 @@ class DRLearner(MetaLearner):
         if not honest:
             return None
         assert oofs is not None
-        return self._stack(dict(zip(keys, oofs, strict=True)), data.n)
-
-    def _stack(self, preds: dict[Any, np.ndarray], n: int) -> np.ndarray:
-        tau = np.empty((n, len(self._treated_codes), self._out_dim))
-        for j, k in enumerate(self._treated_codes):
-            for d in range(self._out_dim):
-                tau[:, j, d] = preds[(k, d)]
-        return tau
-
-    def _predict_tau(self, Xa: np.ndarray) -> np.ndarray:
-        keys = list(self.effect_models_)
-        out = self._predict_effects([self.effect_models_[k] for k in keys], Xa)
-        return self._stack(dict(zip(keys, out, strict=True)), Xa.shape[0])
+        return self._stack_effects(dict(zip(keys, oofs, strict=True)), data.n)
 
     def ate(self, X: Any = None, *, level: float = 0.95) -> Any:
         r"""Average effect by AIPW: the mean pseudo-outcome of the training rows.
@@ -244,6 +232,9 @@ class DRLearner(MetaLearner):
         se = mean_std_error(phi, sw, groups)
         method = "AIPW" if groups is None else f"AIPW, clustered by {int(groups.max()) + 1} groups"
         return self._effects(est, se, method, n, level)
+
+    def _predict_tau(self, Xa: np.ndarray) -> np.ndarray:
+        return self._predict_effect_models(Xa)
 
     # Hooks -------------------------------------------------------------------
     def _explanation_plan(self) -> tuple[dict[tuple[int, int], list[PlanTerm]] | None, str]:

@@ -169,19 +169,10 @@ class RLearner(MetaLearner):
         if not honest:
             return None
         assert oofs is not None
-        return self._stack(dict(zip(keys, oofs, strict=True)), data.n)
-
-    def _stack(self, preds: dict[Any, np.ndarray], n: int) -> np.ndarray:
-        tau = np.empty((n, len(self._treated_codes), self._out_dim))
-        for j, k in enumerate(self._treated_codes):
-            for d in range(self._out_dim):
-                tau[:, j, d] = preds[(k, d)]
-        return tau
+        return self._stack_effects(dict(zip(keys, oofs, strict=True)), data.n)
 
     def _predict_tau(self, Xa: np.ndarray) -> np.ndarray:
-        keys = list(self.effect_models_)
-        out = self._predict_effects([self.effect_models_[k] for k in keys], Xa)
-        return self._stack(dict(zip(keys, out, strict=True)), Xa.shape[0])
+        return self._predict_effect_models(Xa)
 
     # Hooks -------------------------------------------------------------------
     def _explanation_plan(self) -> tuple[dict[tuple[int, int], list[PlanTerm]] | None, str]:
