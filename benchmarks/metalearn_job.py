@@ -1,7 +1,8 @@
 """Run one metalearn learner on one data set and print one JSON line.
 
 Same protocol as ``peers.py``: ``python metalearn_job.py '<json job>'`` with keys
-``learner`` (a registered short name: S, T, X, R, DR, RA), ``train`` and ``test`` (npz paths), ``threads``
+``learner`` (a registered short name: S, T, X, R, DR, RA), ``train`` and ``test``
+(npz paths), ``threads``
 (joblib workers; base models get one thread each when ``threads`` > 1, and
 LightGBM's own threads are pinned to 1 when ``threads`` == 1) and ``seed``.
 
@@ -68,7 +69,7 @@ def base_params(seed: int, lgbm_threads: int | None) -> dict:
 
 def main() -> None:
     job = json.loads(sys.argv[1])
-    import metalearn as ml
+    from metalearn.learners.base import learner_registry
 
     train, test = np.load(job["train"]), np.load(job["test"])
     threads = int(job["threads"])
@@ -80,8 +81,6 @@ def main() -> None:
     kind = job["learner"]
     common = {"n_jobs": threads, "random_state": int(job["seed"])}
     common.update(job.get("params", {}))  # a configuration may override n_jobs
-    from metalearn.learners.base import learner_registry
-
     cls = learner_registry()[kind]
     params = cls().get_params(deep=False)
     models = {"outcome_model": reg}
