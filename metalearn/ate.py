@@ -623,14 +623,13 @@ def aipw(
     nuis.ensure(data, {"mu", "e"})
     g = data.groups
     cluster = "" if g is None else f", clustered by {int(g.max()) + 1} groups"
+    # The workflow's view of the same prepared data (its X and y are read from `data`).
     design = Design(
-        X=None,
-        schema=None,
-        y=None,
-        w=data.w,
-        variants=data.variants,
+        data=data,
         control=control_index(data.variants, control),
         backend=None,
+        has_X=False,
+        has_y=False,
     )
     if isinstance(clip, str) and clip == "auto":
         clip = getattr(learner, "propensity_clip", 0.01) if learner is not None else 0.01

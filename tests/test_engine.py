@@ -214,3 +214,35 @@ def test_every_base_model_fit_is_built_by_the_task_builder(name, sim, monkeypatc
     learner = cls(**kw, n_folds=3, random_state=0)
     learner.fit_predict(sim.X, sim.y, sim.w)
     assert len(added) == learner.n_model_fits_ > 0
+
+
+def test_the_workflow_reads_the_one_prepared_data_type(sim):
+    from metalearn._core.data import Data
+    from metalearn._core.design import prepare_design
+
+    design = prepare_design(sim.X, sim.y, sim.w)
+    assert isinstance(design.data, Data)
+    reference = prepare_data(sim.X, sim.y, sim.w, classification=False)
+    np.testing.assert_array_equal(design.X, reference.X)
+    np.testing.assert_array_equal(design.w, reference.w)
+    np.testing.assert_array_equal(design.y, reference.y)
+    no_features = prepare_design(None, sim.y, sim.w, need_X=False)
+    assert no_features.X is None and no_features.data.X.shape == (len(sim.y), 0)
+    no_outcome = prepare_design(sim.X, None, sim.w, need_y=False)
+    assert no_outcome.y is None
+
+
+def test_evaluation_converts_its_rows_through_prepare_data(sim, monkeypatch):
+    import metalearn.evaluation._common as common
+
+    calls = []
+    original = common.prepare_data
+
+    def spy(*args, **kw):
+        calls.append(kw.get("workflow"))
+        return original(*args, **kw)
+
+    monkeypatch.setattr(common, "prepare_data", spy)
+    tau = np.asarray(sim.tau)
+    ml.evaluation.qini_curve(tau, sim.y, sim.w, propensity=0.5)
+    assert calls == [True]

@@ -180,6 +180,7 @@ def prepare_data(
     propensity: Any = None,
     groups: Any = None,
     schema: FrameSchema | None = None,
+    workflow: bool = False,
 ) -> Data:
     """Convert and check the user's ``X, y, w`` once.
 
@@ -205,6 +206,11 @@ def prepare_data(
     schema : FrameSchema, optional
         Encode ``X`` with a schema learned before (validation rows of a
         search are encoded like its training rows); ``None`` learns one.
+    workflow : bool, default=False
+        The entry of the average-effect workflow (:mod:`metalearn.ate`,
+        :mod:`metalearn.diagnostics`, ...), whose functions may take no
+        features (``X=None``: zero columns) or no outcome (``y=None``) and
+        check the sizes themselves; see :func:`metalearn._core.design.prepare_design`.
 
     Returns
     -------
@@ -228,21 +234,31 @@ def prepare_data(
     >>> data.propensity.shape
     (4, 2)
     """
-    if X is None:
+    if X is None and not workflow:
         raise ValueError("`X` is required.")
-    Xa, schema = encode_features(X, schema)
+    if X is None:
+        # The average-effect workflow without features: zero columns, as many rows as
+        # the outcome (or, without one, the treatment) has.
+        rows = y if y is not None else w
+        n = len(to_1d_array(rows, name="y" if y is not None else "w")) if rows is not None else 0
+        Xa, schema = np.empty((n, 0)), FrameSchema(n_features=0, feature_names=None)
+    else:
+        Xa, schema = encode_features(X, schema)
     n = Xa.shape[0]
-    if n < 2:
+    if not workflow and n < 2:
         raise ValueError(
             f"Found array with {n} sample(s) (shape={Xa.shape}) while a minimum of 2 is "
             "required: `X` needs n_samples = 2 or more rows."
         )
-    if Xa.shape[1] == 0:
+    if not workflow and Xa.shape[1] == 0:
         raise ValueError(
             f"Found array with 0 feature(s) (shape={Xa.shape}) while a minimum of 1 is required."
         )
     treatment = encode_treatment(w, n)
-    yv, classes = encode_outcome(y, n, classification=classification)
+    if y is None and workflow:
+        yv, classes = np.full(n, np.nan), None  # no outcome: the workflow's Design hides it
+    else:
+        yv, classes = encode_outcome(y, n, classification=classification)
     sw = check_sample_weight(sample_weight, n)
     p = None
     if propensity is not None:

@@ -23,17 +23,16 @@ from typing import Any
 import narwhals.stable.v2 as nw
 import numpy as np
 
-from metalearn._core.data import align_proba
+from metalearn._core.data import Data, align_proba, prepare_data
 from metalearn._core.defaults import default_classifier
 from metalearn._core.formulas import clip_bounds as formula_clip_bounds
 from metalearn._core.formulas import pair_propensity
-from metalearn._core.frames import FrameSchema, encode_features, native_backend, to_1d_array
+from metalearn._core.frames import FrameSchema, native_backend, to_1d_array
 from metalearn._core.tasks import TaskBuilder, make_folds
 from metalearn._core.validation import (
     check_classifier,
     check_finite_X,
     control_index,
-    encode_treatment,
 )
 
 __all__ = ["Design", "prepare_design", "estimate_propensity", "clip_bounds"]
@@ -47,27 +46,50 @@ _PROPENSITY_KIND = 41
 
 @dataclass(frozen=True)
 class Design:
-    """Converted ``(X, y, w)``: what every function of the causal workflow reads.
+    """The workflow's view of the prepared data: what every function of ``ate``,
+    ``diagnostics``, ``refute`` and ``inference`` reads.
 
-    ``w`` holds codes into ``variants``; ``control`` is the code of the
-    control; ``treated`` lists the other codes in ``variants`` order.
+    The arrays are those of one :class:`~metalearn._core.data.Data` (the one
+    prepared-data type, built by :func:`~metalearn._core.data.prepare_data`);
+    the view adds the control and the caller's frame library, and reads
+    ``X``/``y`` as ``None`` where the function was given none. ``w`` holds
+    codes into ``variants``; ``treated`` lists the codes other than the
+    control in ``variants`` order.
     """
 
-    X: np.ndarray | None
-    schema: FrameSchema | None
-    y: np.ndarray | None
-    w: np.ndarray
-    variants: np.ndarray
+    data: Data
     control: int
     backend: Any
+    has_X: bool
+    has_y: bool
+
+    @property
+    def X(self) -> np.ndarray | None:
+        return self.data.X if self.has_X else None
+
+    @property
+    def schema(self) -> FrameSchema | None:
+        return self.data.schema if self.has_X else None
+
+    @property
+    def y(self) -> np.ndarray | None:
+        return self.data.y if self.has_y else None
+
+    @property
+    def w(self) -> np.ndarray:
+        return self.data.w
+
+    @property
+    def variants(self) -> np.ndarray:
+        return self.data.variants
 
     @property
     def n(self) -> int:
-        return len(self.w)
+        return len(self.data.w)
 
     @property
     def n_variants(self) -> int:
-        return len(self.variants)
+        return len(self.data.variants)
 
     @property
     def treated(self) -> list[int]:
@@ -106,50 +128,35 @@ def prepare_design(
     need_y: bool = True,
     x_hint: str = "",
 ) -> Design:
-    """Convert and check ``X`` (optional unless ``need_X``), ``y`` and ``w``."""
-    Xa: np.ndarray | None = None
-    schema: FrameSchema | None = None
-    if X is not None:
-        Xa, schema = encode_features(X)
-        if Xa.shape[1] == 0 and need_X:
-            raise ValueError(f"`X` has no columns (shape {Xa.shape}); pass at least one feature.")
-    elif need_X:
+    """Convert and check ``X`` (optional unless ``need_X``), ``y`` and ``w`` once.
+
+    The conversion is :func:`~metalearn._core.data.prepare_data`'s (features,
+    variants and a numeric outcome, as for the learners); the checks here are
+    the workflow's (a feature or an outcome may be absent).
+    """
+    if X is None and need_X:
         raise ValueError(f"`X` (the features) is required here{x_hint}; got None.")
     if w is None:
         raise ValueError(
             "`w` (the treatment variant of each row) is required; got None. Pass one label "
             "per row of `X`."
         )
-    n = Xa.shape[0] if Xa is not None else len(to_1d_array(w, name="w"))
-    treatment = encode_treatment(w, n)
-    yv: np.ndarray | None = None
-    if y is not None:
-        arr = to_1d_array(y, name="y")
-        if len(arr) != n:
-            raise ValueError(f"`y` has {len(arr)} entries but `X` has {n} rows; they must match.")
-        try:
-            yv = np.asarray(arr, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(
-                f"`y` must be numeric here; got values like {arr[:3].tolist()}. Encode a "
-                "binary outcome as 0/1."
-            ) from exc
-        if not np.all(np.isfinite(yv)):
-            raise ValueError(
-                f"`y` holds {int((~np.isfinite(yv)).sum())} NaN or infinite values; drop or "
-                "impute those rows."
-            )
-    elif need_y:
+    if y is None and need_y:
         raise ValueError("`y` (the outcome) is required here; got None.")
-    ci = control_index(treatment.variants, control)
+    if y is not None and X is None:
+        arr = to_1d_array(y, name="y")
+        n_w = len(to_1d_array(w, name="w"))
+        if len(arr) != n_w:
+            raise ValueError(f"`y` has {len(arr)} entries but `w` has {n_w}; they must match.")
+    data = prepare_data(X, y, w, classification=False, workflow=True)
+    if X is not None and data.X.shape[1] == 0 and need_X:
+        raise ValueError(f"`X` has no columns (shape {data.X.shape}); pass at least one feature.")
     return Design(
-        X=Xa,
-        schema=schema,
-        y=yv,
-        w=treatment.codes,
-        variants=treatment.variants,
-        control=ci,
+        data=data,
+        control=control_index(data.variants, control),
         backend=frame_backend(X, w, y),
+        has_X=X is not None,
+        has_y=y is not None,
     )
 
 

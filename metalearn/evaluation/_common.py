@@ -14,14 +14,10 @@ import narwhals.stable.v2 as nw
 import numpy as np
 from scipy import stats
 
+from metalearn._core.data import prepare_data
 from metalearn._core.formulas import aipw_potential_outcomes
 from metalearn._core.frames import to_1d_array, to_native_frame
-from metalearn._core.validation import (
-    check_propensity,
-    check_sample_weight,
-    control_index,
-    encode_treatment,
-)
+from metalearn._core.validation import Treatment, control_index
 
 _BEST = "best"
 
@@ -380,9 +376,6 @@ def _design(
 ) -> _Design:
     yv = _outcome(y)
     n = len(yv)
-    treatment = encode_treatment(w, n)
-    K = treatment.n_variants
-    c = control_index(treatment.variants, control)
     if propensity is None:
         raise ValueError(
             "`propensity` is required: pass the known assignment probabilities of a "
@@ -390,8 +383,22 @@ def _design(
             "cross-fitted ones of `metalearn.scoring.fit_scoring_nuisance(X, y, w).propensity`"
             " (together with its `.mu`)."
         )
-    e = check_propensity(propensity, n, K)
-    sw = check_sample_weight(sample_weight, n)
+    # The one conversion of the rows (no features here): the prepared-data type's.
+    data = prepare_data(
+        None,
+        yv,
+        w,
+        classification=False,
+        sample_weight=sample_weight,
+        propensity=propensity,
+        workflow=True,
+    )
+    treatment = Treatment(codes=data.w, variants=data.variants)
+    K = treatment.n_variants
+    c = control_index(treatment.variants, control)
+    e = data.propensity
+    assert e is not None
+    sw = data.sample_weight
     weight = np.ones(n) if sw is None else sw
     if weight.sum() <= 0:
         raise ValueError("`sample_weight` must have a positive sum.")
