@@ -460,15 +460,21 @@ class MetaLearner(BaseEstimator):
             folds = nuis.folds_
         else:
             check_finite_X(data.X, {"outcome_model": self._outcome_template()})
-            strata = data.w if data.classes is None else data.w * len(data.classes) + data.y
-            what = "treatment variant" if data.classes is None else "(variant, outcome class) pair"
-            folds = make_folds(
-                strata, int(self.n_folds), self.random_state, what=what, groups=data.groups
-            )
-        self.folds_ = folds
+            # One model on every row for `fit`: no folds (an empty fold array).
+            folds = self._own_folds(data) if honest else np.zeros(0, dtype=np.intp)
+        self.folds_ = folds if folds.size else None
         tau = self._fit_final(data, nuis, folds, honest)
         self.oof_tau_ = tau if honest else None
         return tau
+
+    def _own_folds(self, data: Data) -> np.ndarray:
+        """Cross-fitting folds of a learner without a nuisance stage (the S-learner's
+        ``fit_predict``; its ``fit`` is one model on every row and needs none)."""
+        strata = data.w if data.classes is None else data.w * len(data.classes) + data.y
+        what = "treatment variant" if data.classes is None else "(variant, outcome class) pair"
+        return make_folds(
+            strata, int(self.n_folds), self.random_state, what=what, groups=data.groups
+        )
 
     def _expand_kinds(self, kinds: set[str], data: Data) -> set[str]:
         out: set[str] = set()
