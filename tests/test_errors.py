@@ -55,12 +55,14 @@ def test_variant_with_fewer_rows_than_folds(cls: type, small_data: Any) -> None:
     w = np.zeros(len(small_data.y), dtype=int)
     w[:2] = 1
     learner = make_learner(cls, n_folds=3)
-    # The S-learner's fit is one model on every row (no folds); its fit_predict cross-fits.
-    method = learner.fit_predict if cls is SLearner else learner.fit
+    # The S- and T-learner's fit needs no folds (one model on every row, or one per
+    # variant on all its rows); their fit_predict cross-fits.
+    full_fit = cls in (SLearner, TLearner)
+    method = learner.fit_predict if full_fit else learner.fit
     with pytest.raises(ValueError, match=r"needs at least n_folds=3 rows .* the smallest has 2"):
         method(small_data.X, small_data.y, w)
-    if cls is SLearner:
-        assert learner.fit(small_data.X, small_data.y, w).folds_ is None
+    if full_fit:
+        assert make_learner(cls, n_folds=3).fit(small_data.X, small_data.y, w).folds_ is None
 
 
 @pytest.mark.parametrize("cls", ALL_LEARNERS)

@@ -114,7 +114,8 @@ def test_clustered_standard_error_covers_across_replications() -> None:
 
 def test_groups_are_routed_through_a_pipeline() -> None:
     d = _clustered()
-    pipe = Pipeline([("scale", StandardScaler()), ("cate", _linear(ml.TLearner))])
+    # (a T-learner's fit reads full-data outcome models: no folds; the X-learner cross-fits)
+    pipe = Pipeline([("scale", StandardScaler()), ("cate", _linear(ml.XLearner))])
     pipe.fit(d["X"], d["y"], cate__w=d["w"], cate__groups=d["g"])
     folds = pipe.named_steps["cate"].folds_
     assert (pd.Series(folds).groupby(d["g"]).nunique() == 1).all()
@@ -131,7 +132,7 @@ def test_groups_are_routed_through_a_pipeline() -> None:
 def test_bad_groups_are_named(groups: np.ndarray, match: str) -> None:
     d = _clustered()
     with pytest.raises(ValueError, match=match):
-        _linear(ml.TLearner).fit(d["X"], d["y"], d["w"], groups=groups)
+        _linear(ml.TLearner).fit_predict(d["X"], d["y"], d["w"], groups=groups)
 
 
 def test_treatment_assigned_to_whole_groups_needs_enough_groups_per_fold() -> None:
@@ -139,7 +140,7 @@ def test_treatment_assigned_to_whole_groups_needs_enough_groups_per_fold() -> No
     g = np.repeat(np.arange(5), 40)
     w = (g == 0).astype(int)  # one treated group: the folds without it have no treated row
     with pytest.raises(ValueError, match=r"rows outside fold \d+ lack a treatment variant"):
-        _linear(ml.TLearner).fit(d["X"], d["y"], w, groups=g)
+        _linear(ml.TLearner).fit_predict(d["X"], d["y"], w, groups=g)
 
 
 def test_aipw_function_with_groups_matches_the_dr_learner() -> None:

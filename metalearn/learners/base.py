@@ -457,7 +457,8 @@ class MetaLearner(BaseEstimator):
             nuis.ensure(data, kinds, finite_checked=hasattr(self, "effect_model"))
             self.n_model_fits_ += nuis.n_model_fits_ - before
             self.nuisance_ = nuis
-            folds = nuis.folds_
+            made = nuis._made_folds()  # None when no cross-fitted kind was needed (T's fit)
+            folds = np.zeros(0, dtype=np.intp) if made is None else made
         else:
             check_finite_X(data.X, {"outcome_model": self._outcome_template()})
             # One model on every row for `fit`: no folds (an empty fold array).

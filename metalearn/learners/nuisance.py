@@ -295,9 +295,10 @@ class Nuisance(BaseEstimator):
             strata, what = data.w, "treatment variant"
         else:
             strata, what = data.w * len(data.classes) + data.y, "(variant, outcome class) pair"
-        self.folds_ = make_folds(
-            strata, int(self.n_folds), self.random_state, what=what, groups=data.groups
-        )
+        # The folds are made when a cross-fitted kind first needs them (a T-learner's fit
+        # reads only full-data outcome models, which need none).
+        self._fold_spec = (strata, what, data.groups)
+        self.__dict__.pop("_folds", None)
         self.fingerprint_ = data.fingerprint
         self.variants_ = data.variants
         self.classes_ = data.classes
@@ -308,10 +309,29 @@ class Nuisance(BaseEstimator):
         self.oof_: dict[str, np.ndarray] = {}
         self.n_model_fits_ = 0
 
+    @property
+    def folds_(self) -> np.ndarray:
+        """Fold of each training row (made on first use)."""
+        folds = self.__dict__.get("_folds")
+        if folds is None:
+            spec = self.__dict__.get("_fold_spec")
+            if spec is None:
+                raise AttributeError("folds_: this Nuisance is not fitted yet.")
+            strata, what, groups = spec
+            folds = make_folds(
+                strata, int(self.n_folds), self.random_state, what=what, groups=groups
+            )
+            self.__dict__["_folds"] = folds
+        return folds
+
+    def _made_folds(self) -> np.ndarray | None:
+        """The folds if a cross-fitted kind has made them, else ``None``."""
+        return self.__dict__.get("_folds")
+
     def _add_tasks(self, builder: TaskBuilder, kind: str, data: Data) -> None:
         """The fits of nuisance ``kind``, added to the stage's one batch."""
         sw = data.sample_weight
-        folds = self.folds_
+        folds = self.folds_ if kind != "mu_full" else None
         if kind in ("mu", "mu_full") or kind.startswith("m:"):
             template = self._outcome_template()
             method = "predict_proba" if data.classes is not None else "predict"
