@@ -39,7 +39,7 @@ from metalearn._core.validation import (
 )
 from metalearn.learners.nuisance import Nuisance
 
-__all__ = ["MetaLearner", "PlanTerm", "learner_registry"]
+__all__ = ["MetaLearner", "PseudoOutcomeLearner", "PlanTerm", "learner_registry"]
 
 
 class MetaLearner(BaseEstimator):
@@ -767,6 +767,46 @@ class MetaLearner(BaseEstimator):
 
     def _predict_tau(self, Xa: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+class PseudoOutcomeLearner(MetaLearner):
+    """Base of the learners whose CATE regresses pseudo-outcomes on ``X`` alone (R, DR, RA).
+
+    One effect model per (treated variant, outcome dimension), keyed ``(k, d)``
+    in ``effect_models_``, cross-fitted or not (``final_stage``); new rows get
+    the mean of the fold models, which is also the learner's explanation plan.
+    A subclass builds its pseudo-outcomes and hands them to
+    :meth:`_fit_pseudo_outcomes`.
+    """
+
+    _final_stage_on_X: ClassVar[bool] = True
+
+    def _fit_pseudo_outcomes(
+        self,
+        data: Data,
+        specs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+        keys: Sequence[tuple[int, int]],
+        folds: np.ndarray,
+        honest: bool,
+        *,
+        require_weight: bool = False,
+    ) -> np.ndarray | None:
+        """Fit the effect model of each spec ``(rows, target, weight)`` under its key.
+
+        Returns the (n, K-1, D) out-of-fold effects for ``honest`` fits, else ``None``.
+        """
+        models, oofs = self._fit_effects(data, specs, folds, honest, require_weight=require_weight)
+        self.effect_models_ = dict(zip(keys, models, strict=True))
+        if not honest:
+            return None
+        assert oofs is not None
+        return self._stack_effects(dict(zip(keys, oofs, strict=True)), data.n)
+
+    def _predict_tau(self, Xa: np.ndarray) -> np.ndarray:
+        return self._predict_effect_models(Xa)
+
+    def _explanation_plan(self) -> tuple[dict[tuple[int, int], list[PlanTerm]] | None, str]:
+        return fold_mean_plan(self, self.effect_models_), ""
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,13 @@ from metalearn._core.data import Data
 from metalearn._core.defaults import default_effect_regressor
 from metalearn._core.formulas import aipw_scores, weighted_mean
 from metalearn._core.results import mean_std_error
-from metalearn.learners.base import MetaLearner, PlanTerm, fold_mean_plan
+from metalearn.learners.base import PseudoOutcomeLearner
 from metalearn.learners.nuisance import Nuisance
 
 __all__ = ["DRLearner"]
 
 
-class DRLearner(MetaLearner):
+class DRLearner(PseudoOutcomeLearner):
     r"""DR-learner of Kennedy (2023), for any number of variants.
 
     For a treated variant ``k`` against the control ``c``, the doubly robust
@@ -127,7 +127,6 @@ class DRLearner(MetaLearner):
 
     short_name = "DR"
     _registry_rank = 4
-    _final_stage_on_X = True
     _nuisance_for_fit = frozenset({"mu", "e"})
     _nuisance_for_oof = frozenset({"mu", "e"})
 
@@ -189,12 +188,7 @@ class DRLearner(MetaLearner):
             for d in range(data.out_dim):
                 specs.append((rows, np.ascontiguousarray(phi[:, j, d]), data.sample_weight))
                 keys.append((k, d))
-        models, oofs = self._fit_effects(data, specs, folds, honest)
-        self.effect_models_ = dict(zip(keys, models, strict=True))
-        if not honest:
-            return None
-        assert oofs is not None
-        return self._stack_effects(dict(zip(keys, oofs, strict=True)), data.n)
+        return self._fit_pseudo_outcomes(data, specs, keys, folds, honest)
 
     def ate(self, X: Any = None, *, level: float = 0.95) -> Any:
         r"""Average effect by AIPW: the mean pseudo-outcome of the training rows.
@@ -233,13 +227,7 @@ class DRLearner(MetaLearner):
         method = "AIPW" if groups is None else f"AIPW, clustered by {int(groups.max()) + 1} groups"
         return self._effects(est, se, method, n, level)
 
-    def _predict_tau(self, Xa: np.ndarray) -> np.ndarray:
-        return self._predict_effect_models(Xa)
-
     # Hooks -------------------------------------------------------------------
-    def _explanation_plan(self) -> tuple[dict[tuple[int, int], list[PlanTerm]] | None, str]:
-        return fold_mean_plan(self, self.effect_models_), ""
-
     def _final_loss(
         self,
         Y: np.ndarray,

@@ -9,13 +9,13 @@ import numpy as np
 from metalearn._core.data import Data
 from metalearn._core.defaults import default_effect_regressor
 from metalearn._core.formulas import pair_propensity, r_loss_terms, r_pseudo_outcome, r_residuals
-from metalearn.learners.base import MetaLearner, PlanTerm, fold_mean_plan
+from metalearn.learners.base import PseudoOutcomeLearner
 from metalearn.learners.nuisance import Nuisance
 
 __all__ = ["RLearner"]
 
 
-class RLearner(MetaLearner):
+class RLearner(PseudoOutcomeLearner):
     r"""R-learner of Nie and Wager (2021), pairwise for several variants.
 
     For a treated variant ``k`` against the control ``c`` and the rows of
@@ -102,7 +102,6 @@ class RLearner(MetaLearner):
 
     short_name = "R"
     _registry_rank = 3
-    _final_stage_on_X = True
     _nuisance_for_fit = frozenset({"m", "e"})
     _nuisance_for_oof = frozenset({"m", "e"})
 
@@ -164,20 +163,9 @@ class RLearner(MetaLearner):
                 pseudo[rows] = pseudo_rows[:, d]
                 specs.append((rows, pseudo, weight))
                 keys.append((k, d))
-        models, oofs = self._fit_effects(data, specs, folds, honest, require_weight=True)
-        self.effect_models_ = dict(zip(keys, models, strict=True))
-        if not honest:
-            return None
-        assert oofs is not None
-        return self._stack_effects(dict(zip(keys, oofs, strict=True)), data.n)
-
-    def _predict_tau(self, Xa: np.ndarray) -> np.ndarray:
-        return self._predict_effect_models(Xa)
+        return self._fit_pseudo_outcomes(data, specs, keys, folds, honest, require_weight=True)
 
     # Hooks -------------------------------------------------------------------
-    def _explanation_plan(self) -> tuple[dict[tuple[int, int], list[PlanTerm]] | None, str]:
-        return fold_mean_plan(self, self.effect_models_), ""
-
     def _final_loss(
         self,
         Y: np.ndarray,

@@ -7,18 +7,18 @@ of :class:`~metalearn.learners.base.MetaLearner`.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from metalearn._core.data import Data
-from metalearn.learners.base import MetaLearner, PlanTerm, fold_mean_plan
+from metalearn.learners.base import PseudoOutcomeLearner
 from metalearn.learners.nuisance import Nuisance
 
 __all__ = ["RALearner"]
 
 
-class RALearner(MetaLearner):
+class RALearner(PseudoOutcomeLearner):
     r"""RA-learner (regression adjustment) of Curth and van der Schaar (2021).
 
     Each row's observed outcome is set against the imputed outcome of the other
@@ -104,7 +104,6 @@ class RALearner(MetaLearner):
 
     short_name = "RA"
     _registry_rank = 5
-    _final_stage_on_X: ClassVar[bool] = True
     _nuisance_for_fit = frozenset({"mu"})
     _nuisance_for_oof = frozenset({"mu"})
 
@@ -157,20 +156,9 @@ class RALearner(MetaLearner):
                 target = np.nan_to_num(phi[:, j, d])  # read at `rows` only
                 specs.append((rows, target, data.sample_weight))
                 keys.append((k, d))
-        models, oofs = self._fit_effects(data, specs, folds, honest)
-        self.effect_models_ = dict(zip(keys, models, strict=True))
-        if not honest:
-            return None
-        assert oofs is not None
-        return self._stack_effects(dict(zip(keys, oofs, strict=True)), data.n)
-
-    def _predict_tau(self, Xa: np.ndarray) -> np.ndarray:
-        return self._predict_effect_models(Xa)
+        return self._fit_pseudo_outcomes(data, specs, keys, folds, honest)
 
     # Hooks -------------------------------------------------------------------
-    def _explanation_plan(self) -> tuple[dict[tuple[int, int], list[PlanTerm]] | None, str]:
-        return fold_mean_plan(self, self.effect_models_), ""
-
     def _final_loss(
         self,
         Y: np.ndarray,
