@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
@@ -246,3 +248,39 @@ def test_evaluation_converts_its_rows_through_prepare_data(sim, monkeypatch):
     tau = np.asarray(sim.tau)
     ml.evaluation.qini_curve(tau, sim.y, sim.w, propensity=0.5)
     assert calls == [True]
+
+
+class _Boom(LinearRegression):
+    def fit(self, X, y, sample_weight=None):
+        raise ValueError("boom")
+
+
+class _BoomClassifier(LogisticRegression):
+    def fit(self, X, y, sample_weight=None):
+        raise ValueError("boom")
+
+
+@pytest.mark.parametrize(
+    ("kw", "where"),
+    [
+        ({"outcome_model": _Boom()}, r"`outcome_model` \(_Boom; nuisance stage, pooled"),
+        (
+            {"outcome_model": _Boom(), "outcome_pooling": "per_variant"},
+            r"`outcome_model` \(_Boom; nuisance stage, outcome of variant 0, fold 0\)",
+        ),
+        (
+            {"propensity_model": _BoomClassifier()},
+            r"`propensity_model` \(_BoomClassifier; nuisance stage, fold 0\)",
+        ),
+        (
+            {"effect_model": _Boom()},
+            r"`effect_model` \(_Boom; final stage, variant 1 vs 0, fold 0\)",
+        ),
+    ],
+)
+def test_a_failing_base_model_says_which_fit_failed(sim, kw, where):
+    args = {**LIN, "effect_model": LinearRegression(), "n_folds": 2, "n_jobs": 1, **kw}
+    with pytest.raises(ValueError, match="boom") as info:
+        ml.DRLearner(**args).fit(sim.X, sim.y, sim.w)
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert re.search(where, notes), notes

@@ -128,6 +128,7 @@ class Task:
     extra_columns: np.ndarray | None = None
     predict_extra: list[np.ndarray] = field(default_factory=list)
     fit_params: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
 
     def __post_init__(self) -> None:
         # A stage holds every task's row indices at once: int32 halves them.
@@ -271,11 +272,14 @@ class TaskBuilder:
         method: str = "predict",
         extra_columns: np.ndarray | None = None,
         predict_extra: Sequence[np.ndarray] = (),
+        where: str = "",
     ) -> Task:
         """Add the fit of a clone of ``template`` on ``train`` (see :class:`Task`).
 
         ``key`` identifies the fit within the stage (its seed depends only on
-        it); ``role`` names the model in errors (``"outcome_model"``, ...).
+        it); ``role`` names the model in errors (``"outcome_model"``, ...) and
+        ``where`` says which of the stage's fits this is (``"variant 1, fold
+        3"``): an exception raised by the model carries both in a note.
         """
         if sample_weight is not None and not accepts_sample_weight(template):
             raise TypeError(
@@ -302,6 +306,7 @@ class TaskBuilder:
             extra_columns=extra_columns,
             predict_extra=list(predict_extra),
             fit_params=fit_params,
+            label=f"`{role}` ({type(template).__name__}" + (f"; {where})" if where else ")"),
         )
         self.tasks.append(task)
         return task
@@ -676,7 +681,13 @@ def _run_one(
 ) -> tuple[Any, list[np.ndarray] | None]:
     """Fit (and predict) one task; ``threads`` caps OpenMP in this thread meanwhile."""
     with _openmp_limit(threads):
-        return _fit_predict(task, X)
+        try:
+            return _fit_predict(task, X)
+        except Exception as exc:
+            # The exception keeps its type and message; the note says which fit failed.
+            if task.label:
+                exc.add_note(f"metalearn: raised while fitting {task.label}.")
+            raise
 
 
 def _fit_predict(task: Task, X: np.ndarray) -> tuple[Any, list[np.ndarray] | None]:

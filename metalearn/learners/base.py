@@ -596,6 +596,7 @@ class MetaLearner(BaseEstimator):
         honest: bool,
         *,
         require_weight: bool = False,
+        names: Sequence[str] | None = None,
     ) -> tuple[list[list[Any]], list[np.ndarray] | None]:
         """Fit one effect model per spec ``(rows, target, weight)``.
 
@@ -629,6 +630,8 @@ class MetaLearner(BaseEstimator):
                     target[train],
                     key=(500 + s, 0 if f is None else f + 1),
                     role="effect_model",
+                    where=f"final stage, {names[s] if names else f'effect {s + 1}'}, "
+                    + ("all rows" if f is None else f"fold {f}"),
                     sample_weight=None if weight is None else weight[train],
                     predict_rows=(np.flatnonzero(folds == f) if honest and f is not None else None),
                 )
@@ -648,6 +651,13 @@ class MetaLearner(BaseEstimator):
                 oof[t.predict_rows] = r[1][0]  # type: ignore[index]
             oofs.append(oof)
         return models, oofs
+
+    def _effect_label(self, k: int, d: int) -> str:
+        """``"variant 'B' vs 'A'"`` (with the class for multi-class outcomes), for notes."""
+        label = f"variant {_py(self.variants_[k])!r} vs {_py(self.control_)!r}"
+        if self._out_dim > 1 and self.classes_ is not None:
+            label += f", class {_py(self.classes_[d])!r}"
+        return label
 
     def _stack_effects(self, preds: dict[Any, np.ndarray], n: int) -> np.ndarray:
         """(n, K-1, D) effects from one (n,) array per effect key ``(variant_code, dim)``."""
@@ -795,7 +805,10 @@ class PseudoOutcomeLearner(MetaLearner):
 
         Returns the (n, K-1, D) out-of-fold effects for ``honest`` fits, else ``None``.
         """
-        models, oofs = self._fit_effects(data, specs, folds, honest, require_weight=require_weight)
+        names = [self._effect_label(k, d) for k, d in keys]
+        models, oofs = self._fit_effects(
+            data, specs, folds, honest, require_weight=require_weight, names=names
+        )
         self.effect_models_ = dict(zip(keys, models, strict=True))
         if not honest:
             return None

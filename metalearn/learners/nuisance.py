@@ -363,6 +363,7 @@ class Nuisance(BaseEstimator):
                         data.y,  # indexed by `train` when the task runs
                         key=_task_key(kind, gi, -1 if f is None else f),
                         role="outcome_model",
+                        where=self._where(kind, gi, f, data),
                         sample_weight=sw,
                         predict_rows=pred,
                         method=method,
@@ -378,12 +379,25 @@ class Nuisance(BaseEstimator):
                     data.w,  # indexed by `train` when the task runs
                     key=_task_key(kind, 0, f),
                     role="propensity_model",
+                    where=f"nuisance stage, fold {f}",
                     sample_weight=sw,
                     predict_rows=np.flatnonzero(folds == f),
                     method="predict_proba",
                 )
         else:  # pragma: no cover - internal misuse
             raise ValueError(f"unknown nuisance kind {kind!r}")
+
+    def _where(self, kind: str, group: int, fold: int | None, data: Data) -> str:
+        """Which outcome fit of the nuisance stage a task is, for error notes."""
+        v = data.variants.tolist()  # Python scalars: readable in messages
+        if kind.startswith("m:"):
+            _, c, k = kind.split(":")
+            what = f"marginal outcome of variants {v[int(c)]!r} and {v[int(k)]!r}"
+        elif kind in ("mu", "mu_full") and self.outcome_pooling == "pooled":
+            what = "pooled outcome model of every variant"
+        else:
+            what = f"outcome of variant {v[group]!r}"
+        return f"nuisance stage, {what}, " + ("all rows" if fold is None else f"fold {fold}")
 
     def _indicators(self, codes: np.ndarray) -> np.ndarray:
         """Pooled outcome model's treatment columns: one per variant code 1..K-1."""

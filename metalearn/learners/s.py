@@ -136,6 +136,7 @@ class SLearner(MetaLearner):
                 data.y[train],
                 key=(400, 0 if f is None else f + 1),
                 role="outcome_model",
+                where="S-learner's outcome model, " + ("all rows" if f is None else f"fold {f}"),
                 sample_weight=None if data.sample_weight is None else data.sample_weight[train],
                 predict_rows=rows,
                 method=method,

@@ -160,7 +160,13 @@ class XLearner(MetaLearner):
                 keys.append((k, 0, d))
                 specs.append((rows_k, d1, data.sample_weight))
                 keys.append((k, 1, d))
-        models, oofs = self._fit_effects(data, specs, folds, honest)
+        names = [
+            f"{self._effect_label(k, d)}, imputed on the "
+            + ("control" if arm == 0 else "treated")
+            + " rows"
+            for k, arm, d in keys
+        ]
+        models, oofs = self._fit_effects(data, specs, folds, honest, names=names)
         self.effect_models_ = dict(zip(keys, models, strict=True))
         if not honest:
             return None
