@@ -284,3 +284,27 @@ def test_a_failing_base_model_says_which_fit_failed(sim, kw, where):
         ml.DRLearner(**args).fit(sim.X, sim.y, sim.w)
     notes = "\n".join(getattr(info.value, "__notes__", []))
     assert re.search(where, notes), notes
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"n_jobs": "two"}, r"`n_jobs` must be None .*got 'two'"),
+        ({"n_jobs": 0}, r"`n_jobs` must be None .*got 0"),
+        ({"n_jobs": True}, r"`n_jobs` must be None .*got True"),
+        ({"random_state": "abc"}, r"`random_state` must be None, an integer seed.*'abc'"),
+        ({"propensity_clip": (0.1, 0.2, 0.3)}, r"`propensity_clip` must be a float.*0\.3\)"),
+    ],
+)
+def test_bad_engine_settings_are_named(sim, kw, match):
+    learner = ml.DRLearner(**LIN, effect_model=LinearRegression(), n_folds=2, **kw)
+    with pytest.raises(ValueError, match=match):
+        learner.fit(sim.X, sim.y, sim.w)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"), [({"n_jobs": 0}, "`n_jobs`"), ({"random_state": 1.5}, "`random_state`")]
+)
+def test_bad_nuisance_settings_are_named(sim, kw, match):
+    with pytest.raises(ValueError, match=match):
+        ml.Nuisance(**LIN, n_folds=2, **kw).fit(sim.X, sim.y, sim.w)

@@ -25,6 +25,8 @@ __all__ = [
     "check_classifier",
     "check_regressor",
     "check_finite_X",
+    "check_n_jobs",
+    "check_random_state",
 ]
 
 
@@ -328,4 +330,30 @@ def check_finite_X(
                 if when == "predicting"
                 else ""
             )
+        )
+
+
+def check_n_jobs(n_jobs: Any, name: str = "n_jobs") -> None:
+    """``None`` or a non-zero integer (joblib's convention: -1 is one worker per CPU)."""
+    ok = n_jobs is None or (
+        isinstance(n_jobs, int | np.integer) and not isinstance(n_jobs, bool) and n_jobs != 0
+    )
+    if not ok:
+        raise ValueError(
+            f"`{name}` must be None (one worker), a positive number of workers or a negative "
+            f"one (-1: one per CPU this process may use); got {n_jobs!r}."
+        )
+
+
+def check_random_state(random_state: Any, name: str = "random_state") -> None:
+    """``None``, an integer seed, or a numpy ``RandomState``/``Generator``."""
+    ok = (
+        random_state is None
+        or (isinstance(random_state, int | np.integer) and not isinstance(random_state, bool))
+        or isinstance(random_state, np.random.RandomState | np.random.Generator)
+    )
+    if not ok:
+        raise ValueError(
+            f"`{name}` must be None, an integer seed or a numpy RandomState/Generator; got "
+            f"{random_state!r}. Pass e.g. random_state=0 for reproducible results."
         )

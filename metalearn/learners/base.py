@@ -34,6 +34,8 @@ from metalearn._core.tasks import TaskBuilder, accepts_sample_weight, make_folds
 from metalearn._core.validation import (
     allows_nan,
     check_finite_X,
+    check_n_jobs,
+    check_random_state,
     check_regressor,
     control_index,
 )
@@ -336,9 +338,14 @@ class MetaLearner(BaseEstimator):
             )
         if not isinstance(self.n_folds, int | np.integer) or self.n_folds < 2:
             raise ValueError(f"`n_folds` must be an integer >= 2; got {self.n_folds!r}.")
+        check_n_jobs(self.n_jobs)
+        check_random_state(self.random_state)
         clip = getattr(self, "propensity_clip", None)
         if clip is not None:
-            lo, hi = _clip_bounds(clip)
+            try:
+                lo, hi = _clip_bounds(clip)
+            except (TypeError, ValueError):
+                lo, hi = np.nan, np.nan
             if not 0 <= lo < hi <= 1:
                 raise ValueError(
                     "`propensity_clip` must be a float in [0, 0.5) or a pair (low, high) with "

@@ -31,6 +31,8 @@ from metalearn._core.tasks import Task, TaskBuilder, make_folds, predict_models
 from metalearn._core.validation import (
     check_classifier,
     check_finite_X,
+    check_n_jobs,
+    check_random_state,
 )
 
 __all__ = ["Nuisance"]
@@ -276,6 +278,8 @@ class Nuisance(BaseEstimator):
         check_classifier(self._propensity_template(), "propensity_model")
         if not isinstance(self.n_folds, int | np.integer) or self.n_folds < 2:
             raise ValueError(f"`n_folds` must be an integer >= 2; got {self.n_folds!r}.")
+        check_n_jobs(self.n_jobs)
+        check_random_state(self.random_state)
         if self.outcome_pooling not in ("per_variant", "pooled"):
             raise ValueError(
                 '`outcome_pooling` must be "per_variant" or "pooled"; got '
