@@ -67,3 +67,21 @@ def make_learner(cls: type, **kw: Any) -> Any:
     args = {k: v for k, v in defaults.items() if k in params}
     args.update(kw)
     return cls(**args)
+
+
+def fitted_base_models(learner: Any) -> list[Any]:
+    """Every fitted base model of a learner (nuisance and final stage)."""
+    models: list[Any] = list(getattr(learner, "models_", []))
+    nuisance = getattr(learner, "nuisance_", None)
+    if nuisance is not None:
+        for fitted in nuisance.models_.values():
+            stack = [fitted]
+            while stack:
+                item = stack.pop()
+                if isinstance(item, list):
+                    stack.extend(item)
+                elif item is not None:
+                    models.append(item)
+    for group in getattr(learner, "effect_models_", {}).values():
+        models.extend(group)
+    return models

@@ -7,7 +7,7 @@ from typing import Any
 import joblib
 import numpy as np
 import pytest
-from conftest import ALL_LEARNERS, make_learner
+from conftest import ALL_LEARNERS, fitted_base_models, make_learner
 from lightgbm import LGBMClassifier, LGBMRegressor
 
 from metalearn import DRLearner, SLearner
@@ -72,29 +72,11 @@ def _n_finished_tasks(dask_scheduler: Any) -> dict[str, int]:
     }
 
 
-def _fitted_base_models(learner: Any) -> list[Any]:
-    """Every fitted base model of a learner (nuisance and final stage)."""
-    models: list[Any] = list(getattr(learner, "models_", []))
-    nuisance = getattr(learner, "nuisance_", None)
-    if nuisance is not None:
-        for fitted in nuisance.models_.values():
-            stack = [fitted]
-            while stack:
-                item = stack.pop()
-                if isinstance(item, list):
-                    stack.extend(item)
-                elif item is not None:
-                    models.append(item)
-    for group in getattr(learner, "effect_models_", {}).values():
-        models.extend(group)
-    return models
-
-
 @pytest.mark.parametrize("cls", ALL_LEARNERS)
 def test_default_thread_count_is_shared_between_workers(cls: type, small_data: Any) -> None:
     learner = _lgbm(cls, n_jobs=2)
     learner.fit_predict(small_data.X, small_data.y, small_data.w)  # every stage has >= 2 fits
-    models = _fitted_base_models(learner)
+    models = fitted_base_models(learner)
     assert models
     expected = max(1, available_cpus() // 2)
     assert {m.get_params()["n_jobs"] for m in models} == {expected}
@@ -127,6 +109,6 @@ def test_explicit_thread_count_is_kept(small_data: Any) -> None:
         effect_model=LGBMRegressor(**LGBM, n_jobs=3),
         n_jobs=2,
     ).fit(small_data.X, small_data.y, small_data.w)
-    models = _fitted_base_models(learner)
+    models = fitted_base_models(learner)
     assert models
     assert {m.get_params()["n_jobs"] for m in models} == {3}

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import joblib
 import numpy as np
 import pytest
-from conftest import make_learner
+from conftest import fitted_base_models, make_learner
 from lightgbm import LGBMClassifier, LGBMRegressor
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import RandomForestRegressor
@@ -41,23 +41,6 @@ def budget(monkeypatch: pytest.MonkeyPatch) -> Any:
         monkeypatch.setattr(os, "cpu_count", lambda: 64)
 
     return set_budget
-
-
-def _fitted_base_models(learner: Any) -> list[Any]:
-    models: list[Any] = list(getattr(learner, "models_", []))
-    nuisance = getattr(learner, "nuisance_", None)
-    if nuisance is not None:
-        for fitted in nuisance.models_.values():
-            stack = [fitted]
-            while stack:
-                item = stack.pop()
-                if isinstance(item, list):
-                    stack.extend(item)
-                elif item is not None:
-                    models.append(item)
-    for group in getattr(learner, "effect_models_", {}).values():
-        models.extend(group)
-    return models
 
 
 def _lgbm_dr(**kw: Any) -> ml.DRLearner:
@@ -104,7 +87,7 @@ def test_a_real_cpu_affinity_limits_the_budget(small_data: Any) -> None:
         learner = _lgbm_dr().fit(small_data.X, small_data.y, small_data.w)
     finally:
         os.sched_setaffinity(0, allowed)
-    assert {m.get_params()["n_jobs"] for m in _fitted_base_models(learner)} == {1}
+    assert {m.get_params()["n_jobs"] for m in fitted_base_models(learner)} == {1}
 
 
 def test_share_threads_divides_the_budget_and_nests(budget: Any) -> None:
@@ -131,7 +114,7 @@ def test_share_threads_is_local_to_a_thread(budget: Any) -> None:
 def test_one_worker_gives_default_lightgbm_the_whole_budget(budget: Any, small_data: Any) -> None:
     budget(3)
     learner = _lgbm_dr(n_jobs=None).fit(small_data.X, small_data.y, small_data.w)
-    models = _fitted_base_models(learner)
+    models = fitted_base_models(learner)
     assert models
     assert {m.get_params()["n_jobs"] for m in models} == {3}
     assert {m.booster_.params["num_threads"] for m in models} == {3}
@@ -140,7 +123,7 @@ def test_one_worker_gives_default_lightgbm_the_whole_budget(budget: Any, small_d
 def test_two_workers_on_a_budget_of_two_give_one_thread_each(budget: Any, small_data: Any) -> None:
     budget(2)
     learner = _lgbm_dr(n_jobs=2).fit(small_data.X, small_data.y, small_data.w)
-    models = _fitted_base_models(learner)
+    models = fitted_base_models(learner)
     assert models
     assert {m.get_params()["n_jobs"] for m in models} == {1}
 
@@ -311,7 +294,7 @@ def test_search_layer_x_learner_workers_x_threads_fit_the_budget(
     limit_threads(learner, 2)  # two candidates side by side: 4 threads each ...
     learner.fit(small_data.X, small_data.y, small_data.w)
     # ... divided between the learner's own two workers
-    assert {m.get_params()["n_jobs"] for m in _fitted_base_models(learner)} == {2}
+    assert {m.get_params()["n_jobs"] for m in fitted_base_models(learner)} == {2}
 
 
 class RecordingRidge(Ridge):
