@@ -19,6 +19,7 @@ nuisance models, is judged on the same yardstick.
 from __future__ import annotations
 
 import inspect
+import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ __all__ = [
     "evaluate",
     "CATEScorer",
     "make_cate_scorer",
+    "TreatmentNotRoutedError",
 ]
 
 
@@ -577,6 +579,78 @@ def evaluate(
 
 
 # --------------------------------------------------------------------- scorer
+_ROUTING_FIX = "sklearn.set_config(enable_metadata_routing=True)"
+
+
+class TreatmentNotRoutedError(BaseException):
+    """A CATE score was asked for inside a scikit-learn search without the treatment ``w``.
+
+    Raised by :class:`CATEScorer` (and so by ``learner.score``) when it is
+    called from scikit-learn's model selection (``GridSearchCV``,
+    ``cross_validate``, ...) and ``w`` did not reach it, most often because
+    metadata routing is off: the search then passes ``w`` to the learner's
+    ``fit`` but not to the scorer. The message names the fix,
+    ``sklearn.set_config(enable_metadata_routing=True)``.
+
+    It derives from :class:`BaseException`, not :class:`Exception`, on
+    purpose: scikit-learn turns an ``Exception`` raised by a scorer into a
+    warning and a NaN score (``error_score=np.nan``, its default), and the
+    search would then return normally with every score NaN and the first
+    candidate as the "best". Outside a search the scorer raises a plain
+    :class:`ValueError` with the same message.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import metalearn as ml
+    >>> from sklearn.linear_model import LinearRegression
+    >>> from sklearn.model_selection import cross_val_score
+    >>> from metalearn.scoring import TreatmentNotRoutedError
+    >>> sim = ml.datasets.simulate_nie_wager("B", n=200, seed=0)
+    >>> learner = ml.TLearner(outcome_model=LinearRegression(), n_folds=2)
+    >>> try:  # metadata routing is off: w reaches fit, not score
+    ...     cross_val_score(learner, sim.X, sim.y, cv=2, params={"w": sim.w})
+    ... except TreatmentNotRoutedError as err:
+    ...     print("enable_metadata_routing=True" in str(err))
+    True
+    """
+
+
+def _inside_model_selection() -> bool:
+    """Whether the call comes from scikit-learn's model selection (a search or CV loop)."""
+    frame: Any = sys._getframe(1)
+    while frame is not None:
+        if str(frame.f_globals.get("__name__", "")).startswith("sklearn.model_selection"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _raise_missing_w() -> None:
+    """Raise the error of a score without the treatment ``w``, with the fix in it."""
+    import sklearn
+
+    if not sklearn.get_config()["enable_metadata_routing"]:
+        message = (
+            "Scoring a CATE model needs the treatment `w` of the scored rows, and none came: "
+            "scikit-learn's metadata routing is off, so a model search or `cross_validate` "
+            "passes `w` to the learner's `fit` but not to its scorer (every score would be "
+            f"NaN). Fix: enable metadata routing, `{_ROUTING_FIX}`, before the search and "
+            "pass `w=w` to its `fit` (`params={'w': w}` for `cross_validate`). Called "
+            "directly, use `score(X, y, w)` or `scorer(estimator, X, y, w)`."
+        )
+    else:
+        message = (
+            "Scoring a CATE model needs the treatment `w` of the scored rows, and none came "
+            "although metadata routing is on: pass `w=w` to the search's `fit` (`params="
+            "{'w': w}` for `cross_validate`, `score(X, y, w=w)` for a Pipeline) and keep the "
+            "scorer's request for it (`set_score_request(w=True)`, the default)."
+        )
+    if _inside_model_selection():
+        raise TreatmentNotRoutedError(message)
+    raise ValueError(message)
+
+
 _UNCHANGED = object()
 
 
@@ -594,7 +668,9 @@ class CATEScorer:
     routing: enable it with ``sklearn.set_config(enable_metadata_routing=True)``
     and pass ``w=w`` to the search's ``fit``. The scorer requests ``w`` and
     ``propensity`` by default; request ``sample_weight`` with
-    :meth:`set_score_request`.
+    :meth:`set_score_request`. Called by a search without ``w`` (routing off),
+    it raises :class:`TreatmentNotRoutedError`, which the search does not
+    turn into NaN scores; called directly without ``w``, a ``ValueError``.
 
     Parameters
     ----------
@@ -771,18 +847,13 @@ class CATEScorer:
     def _rows(
         self, estimator: Any, X: Any, y: Any, w: Any, propensity: Any, sample_weight: Any
     ) -> list[dict[str, Any]]:
+        if w is None:
+            _raise_missing_w()
         final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
         if hasattr(estimator, "_predict_tau"):
             tau, _ = _learner_tau(estimator, X, propensity)
         else:
             tau = np.asarray(estimator.predict(X), dtype=np.float64)
-        if w is None:
-            raise ValueError(
-                "Scoring a CATE model needs the treatment `w` of the scored rows. Call "
-                "`score(X, y, w)`; in a Pipeline or a model search enable metadata routing "
-                "(`sklearn.set_config(enable_metadata_routing=True)`) and pass `w=w` to "
-                "`fit`/`score`."
-            )
         classes = getattr(final, "classes_", None)
         data = prepare_data(
             X,
