@@ -36,6 +36,7 @@ from metalearn._core.design import (
 )
 from metalearn._core.formulas import clip_propensity
 from metalearn._core.frames import to_1d_array, to_native_frame
+from metalearn._core.results import TableRepr, frame_backend_of
 
 __all__ = ["Overlap", "overlap", "balance_table"]
 
@@ -47,7 +48,7 @@ def _fmt_bounds(b: tuple[float, float]) -> str:
 
 
 @dataclass(frozen=True, repr=False)
-class Overlap:
+class Overlap(TableRepr):
     """Overlap of the treated variants with the control, from :func:`overlap`.
 
     Scalars are floats for two variants and tuples (one entry per treated
@@ -118,6 +119,30 @@ class Overlap:
                 f"{_fmt_bounds(self.bounds)}, suggested trim {_fmt_bounds(sb)}"
             )
         return f"Overlap({'; '.join(parts)}; propensity {self.method}, n={self.n})"
+
+    def _summary_rows(self) -> list[dict[str, Any]]:
+        """One row per treated variant (notebooks show it; ``summary`` is the score table)."""
+        treated = [v for v in self.variants if v != self.control]
+        one = len(treated) == 1
+        rows = []
+        for j, v in enumerate(treated):
+            sb = self.suggested_bounds if one else self.suggested_bounds[j]
+            rows.append(
+                {
+                    "variant": v,
+                    "control": self.control,
+                    "auc": self.auc if one else self.auc[j],
+                    "share_outside": self.share_outside if one else self.share_outside[j],
+                    "bounds": _fmt_bounds(self.bounds),
+                    "suggested_bounds": _fmt_bounds(sb),
+                    "method": self.method,
+                    "n": self.n,
+                }
+            )
+        return rows
+
+    def _summary_backend(self) -> Any:
+        return frame_backend_of(self.summary)
 
 
 def _unwrap(values: list[Any]) -> Any:
