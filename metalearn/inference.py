@@ -24,6 +24,7 @@ from metalearn._core import progress as _progress
 from metalearn._core.data import Data
 from metalearn._core.design import frame_backend
 from metalearn._core.frames import encode_features, to_native_frame
+from metalearn._core.results import TableResult, frame_rows
 from metalearn._core.tasks import n_workers, share_threads
 from metalearn.learners.nuisance import Nuisance
 
@@ -31,7 +32,7 @@ __all__ = ["CATEIntervals", "LinearCATEInference", "bootstrap_cate", "linear_dr_
 
 
 @dataclass(frozen=True, repr=False, eq=False)
-class CATEIntervals:
+class CATEIntervals(TableResult):
     """Pointwise confidence intervals for CATE predictions.
 
     Arrays have the shape of the learner's ``predict`` output: ``(n,)`` for
@@ -87,6 +88,28 @@ class CATEIntervals:
             f"CATEIntervals({len(self.estimate)} rows x {len(self.names)} effect(s), "
             f"{self.level:.0%} intervals by {self.method}, mean width {width:.4g})"
         )
+
+    def _summary_rows(self) -> list[dict[str, Any]]:
+        """Per effect: the mean estimate, standard error and width over the rows."""
+        k = len(self.names)
+        est, se, lo, hi = (
+            np.asarray(a, dtype=float).reshape(len(self.estimate), k)
+            for a in (self.estimate, self.std_error, self.ci_low, self.ci_high)
+        )
+        return [
+            {
+                "effect": name,
+                "n_rows": len(est),
+                "estimate_mean": float(np.mean(est[:, j])),
+                "std_error_mean": float(np.mean(se[:, j])),
+                "width_mean": float(np.mean(hi[:, j] - lo[:, j])),
+                "share_excluding_zero": float(np.mean((lo[:, j] > 0) | (hi[:, j] < 0))),
+                "level": self.level,
+                "method": self.method,
+                "n_boot": self.n_boot,
+            }
+            for j, name in enumerate(self.names)
+        ]
 
     def to_frame(self) -> Any:
         """The intervals as a frame: ``<name>``, ``<name>_se``, ``<name>_low``, ``<name>_high``.
@@ -287,7 +310,7 @@ def bootstrap_cate(
 
 # ------------------------------------------------------------ linear DR stage
 @dataclass(frozen=True, repr=False, eq=False)
-class LinearCATEInference:
+class LinearCATEInference(TableResult):
     """Sandwich inference for the linear final stage of a DR-learner.
 
     Attributes
@@ -347,6 +370,10 @@ class LinearCATEInference:
             f"LinearCATEInference({len(self.effects)} effect(s) x {len(self.terms)} terms, "
             f"{self.cov_type} standard errors, n={self.n})"
         )
+
+    def _summary_rows(self) -> list[dict[str, Any]]:
+        """The rows of :meth:`coef_table`."""
+        return frame_rows(self.coef_table())
 
     def coef_table(self) -> Any:
         """Coefficients with standard errors, z statistics, p-values and intervals, as a frame.

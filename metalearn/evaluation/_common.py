@@ -17,6 +17,7 @@ from scipy import stats
 from metalearn._core.data import prepare_data
 from metalearn._core.formulas import aipw_potential_outcomes
 from metalearn._core.frames import to_1d_array, to_native_frame
+from metalearn._core.results import TableResult
 from metalearn._core.validation import Treatment, control_index
 
 _BEST = "best"
@@ -38,7 +39,7 @@ def _g(v: float) -> str:
 
 
 @dataclass(frozen=True)
-class TargetingArea:
+class TargetingArea(TableResult):
     """An area under a targeting curve: :func:`auuc` or :func:`qini_coefficient`.
 
     Attributes
@@ -101,7 +102,7 @@ class TargetingArea:
 
 
 @dataclass(frozen=True)
-class RATEResult:
+class RATEResult(TableResult):
     """A rank-weighted average treatment effect (:func:`rate`).
 
     Attributes
@@ -161,7 +162,7 @@ class RATEResult:
 
 
 @dataclass(frozen=True)
-class BLPResult:
+class BLPResult(TableResult):
     """Best linear predictor of the CATE given its prediction (:func:`blp_test`).
 
     Attributes
@@ -223,7 +224,7 @@ class BLPResult:
 
 
 @dataclass(frozen=True)
-class PolicyValue:
+class PolicyValue(TableResult):
     """The value of a treatment policy (:func:`policy_value`).
 
     Values are mean outcomes per row under the policy, net of the costs of

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from metalearn._core.frames import encode_features
+from metalearn._core.results import TableResult
 from metalearn._core.tasks import TaskBuilder
 from metalearn.explain._importance import feature_importance, permutation_importance
 from metalearn.explain._shapley import (
@@ -55,8 +56,8 @@ _GAMES = ("auto", "tree_path_dependent", "interventional")
 _CHECK_ROWS = 64
 
 
-@dataclass(frozen=True)
-class ExplanationInfo:
+@dataclass(frozen=True, repr=False)
+class ExplanationInfo(TableResult):
     """How the SHAP values of one effect were computed, and what they add up to.
 
     Attributes
@@ -127,6 +128,16 @@ class ExplanationInfo:
     max_additivity_error: float
     fidelity_r2: float | None
     note: str
+
+    _repr_columns: ClassVar[tuple[str, ...] | None] = (
+        "effect",
+        "method",
+        "algorithm",
+        "feature_perturbation",
+        "exact",
+        "additive",
+        "max_additivity_error",
+    )
 
 
 class Explainer:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy import stats
@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from metalearn._core.data import prepare_data
 from metalearn._core.formulas import clip_propensity, pair_propensity, r_residuals
 from metalearn._core.frames import FrameSchema, encode_features, native_backend, to_native_frame
+from metalearn._core.results import TableResult
 from metalearn.explain._shapley import require_matplotlib
 from metalearn.scoring._nuisance import SCORING_CLIP, ScoringNuisance, fit_scoring
 
@@ -160,8 +161,8 @@ def _py(v: Any) -> Any:
 
 
 # ------------------------------------------------------------------ results
-@dataclass(frozen=True)
-class LeafEffect:
+@dataclass(frozen=True, repr=False)
+class LeafEffect(TableResult):
     """The estimated effect in one leaf of a :class:`CATETree` (or on all rows).
 
     Attributes
@@ -212,8 +213,8 @@ class LeafEffect:
     ci_high: float
 
 
-@dataclass(frozen=True)
-class CATETree:
+@dataclass(frozen=True, repr=False)
+class CATETree(TableResult):
     """An honest, shallow regression tree of the CATE with doubly robust leaf effects.
 
     Made by :func:`summarize_cate`. ``print(summary)`` shows the tree as
@@ -298,6 +299,26 @@ class CATETree:
         }
         cols["rule"] = np.asarray([r.rule for r in rows], dtype=str)
         return to_native_frame(cols, self.backend)
+
+    _repr_columns: ClassVar[tuple[str, ...] | None] = (
+        "leaf",
+        "rule",
+        "n_estimate",
+        "estimate",
+        "ci_low",
+        "ci_high",
+    )
+
+    def _summary_rows(self) -> list[dict[str, Any]]:
+        """All rows, then the leaves as in :meth:`table` (the largest effect first)."""
+        rows = sorted(self.leaves, key=lambda r: -np.nan_to_num(r.estimate, nan=-np.inf))
+        return [{"effect": self.effect} | vars(r) for r in (self.overall, *rows)]
+
+    def _repr_title(self, n: int) -> str:
+        return (
+            f"CATETree of {self.effect} ({len(self.leaves)} leaves; {self.tau_source} CATE, "
+            f"n_fit={self.n_fit}, n_estimate={self.n_estimate}; print() draws the tree)"
+        )
 
     def apply(self, X: Any) -> np.ndarray:
         """Leaf (node id) of each row of ``X``."""

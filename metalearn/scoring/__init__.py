@@ -32,6 +32,7 @@ from sklearn.utils.validation import check_is_fitted
 from metalearn._core.data import Data, prepare_data
 from metalearn._core.formulas import clip_propensity, pair_propensity, r_loss_terms, r_residuals
 from metalearn._core.frames import encode_features, native_backend, to_native_frame
+from metalearn._core.results import TableResult, frame_backend_of, frame_rows
 from metalearn._core.validation import control_index
 from metalearn.evaluation._ranking import linear_se
 from metalearn.learners.nuisance import Nuisance
@@ -349,7 +350,7 @@ def cate_losses(
 
 # ------------------------------------------------------------------- evaluate
 @dataclass(frozen=True, repr=False, eq=False)
-class Evaluation:
+class Evaluation(TableResult):
     """Losses of a fitted learner on evaluation data (:func:`evaluate`).
 
     Attributes
@@ -400,6 +401,13 @@ class Evaluation:
     control: str
     variants: tuple[str, ...]
     n: int
+
+    def _summary_rows(self) -> list[dict[str, Any]]:
+        """The rows of :attr:`losses`."""
+        return frame_rows(self.losses)
+
+    def _summary_backend(self) -> Any:
+        return frame_backend_of(self.losses)
 
     def __repr__(self) -> str:
         head = f"Evaluation(n={self.n}, variants={list(self.variants)}, control={self.control!r})"
