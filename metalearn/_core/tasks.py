@@ -786,7 +786,7 @@ def run_tasks(
 
     parts = [(0, head, busy), (head, len(tasks), tail)] if tail else [(0, len(tasks), busy)]
     results = (r for lo, hi, width in parts for r in run(lo, hi, width))
-    out = _progress.track(results, len(tasks), desc)
+    out = _progress.track(results, len(tasks), desc, labels=[t.label for t in tasks])
     _release_free_memory(X)
     return out
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from metalearn._core import progress as _progress
 from metalearn._core.tasks import n_workers
 from metalearn.learners.base import MetaLearner
 from metalearn.tuning._evaluate import (
@@ -153,7 +154,7 @@ class _BaseSearch(BestEstimatorPredictions, BaseEstimator):
         )
         for lrn in learners:
             ev.scoring(ev.control_of(lrn))
-        prepared = [ev.prepare(lrn) for lrn in learners]  # phase 1: nuisance stages
+        prepared = [ev.prepare(lrn) for lrn in _progress.candidates(learners)]  # phase 1: nuisance
         workers = n_workers(self.n_jobs)
         items = list(zip(learners, prepared, strict=True))
         if workers > 1 and len(items) > 1:  # phase 2: final stages, side by side
@@ -166,7 +167,7 @@ class _BaseSearch(BestEstimatorPredictions, BaseEstimator):
             for i, chunk_out in enumerate(done):
                 outcomes[i::n_chunks] = chunk_out
         else:
-            outcomes = _run_chunk(ev, items, 1)
+            outcomes = [_run_chunk(ev, [it], 1)[0] for it in _progress.candidates(items)]
         records: list[dict[str, Any]] = []
         names: list[str] = []
         for i, (p, lrn, out) in enumerate(zip(params, learners, outcomes, strict=True)):
