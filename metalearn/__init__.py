@@ -18,6 +18,7 @@ from metalearn import (
     tuning,
 )
 from metalearn import learners as _learners
+from metalearn._core.positivity import OverlapWarning
 from metalearn._core.progress import progress
 from metalearn._core.results import AverageEffect
 from metalearn.learners import DRLearner, RLearner, SLearner, TLearner, XLearner
@@ -36,6 +37,7 @@ __all__ = [
     "MetaLearnerGridSearch",
     "MetaLearnerOptunaSearch",
     "Nuisance",
+    "OverlapWarning",
     "RLearner",
     "SLearner",
     "TLearner",

@@ -41,7 +41,9 @@ from metalearn._core.design import (
     trim_mask,
     warn_once,
 )
-from metalearn._core.formulas import aipw_att_terms, aipw_scores, clip_propensity, weighted_mean
+from metalearn._core.effects import aipw_effects
+from metalearn._core.formulas import clip_propensity
+from metalearn._core.positivity import warn_overlap
 from metalearn._core.results import AverageEffect, mean_std_error
 from metalearn._core.validation import control_index
 from metalearn.learners.nuisance import Nuisance
@@ -391,6 +393,16 @@ def ipw(
         keep, _ = trim_mask(e, design, k, trim)
         ec = clip_propensity(e, (lo, hi))
         check_no_extreme(ec, design, [c] if estimand == "ATT" else [k, c], keep)
+        warn_overlap(
+            design.w,
+            design.label,
+            c,
+            [k],
+            e,
+            where="`metalearn.ate.ipw`",
+            bounds=(lo, hi),
+            sample_weight=keep.astype(np.float64),
+        )
         dk = ((design.w == k) & keep).astype(np.float64)
         dc = ((design.w == c) & keep).astype(np.float64)
         n = int(keep.sum())
@@ -621,53 +633,19 @@ def aipw(
         groups=groups,
     )
     nuis.ensure(data, {"mu", "e"})
-    g = data.groups
-    cluster = "" if g is None else f", clustered by {int(g.max()) + 1} groups"
-    # The workflow's view of the same prepared data (its X and y are read from `data`).
-    design = Design(
-        data=data,
-        control=control_index(data.variants, control),
-        backend=None,
-        has_X=False,
-        has_y=False,
-    )
     if isinstance(clip, str) and clip == "auto":
         clip = getattr(learner, "propensity_clip", 0.01) if learner is not None else 0.01
-    lo, hi = clip_bounds(clip)
-    e_raw = nuis.oof_["e"]
-    e = clip_propensity(e_raw, (lo, hi))
-    mu = nuis.oof_["mu"]
-    Y = data.target_matrix()
-    sw = data.sample_weight
-    c = design.control
-    out = []
-    for k in design.treated:
-        keep, _ = trim_mask(e_raw, design, k, trim)
-        check_no_extreme(e, design, [c] if estimand == "ATT" else [k, c], keep)
-        wt = None if sw is None else sw[keep]
-        gk = None if g is None else g[keep]
-        if estimand == "ATE":
-            phi = aipw_scores(Y, data.w, mu, e, [k], c)[keep, 0, :]
-            est = weighted_mean(phi, wt)
-            se = mean_std_error(phi, wt, gk)
-        else:
-            num, is_k = aipw_att_terms(Y, data.w, mu, e, k, c)
-            num, dk = num[keep], is_k[keep]
-            pk = weighted_mean(dk[:, 0], wt)
-            est = weighted_mean(num, wt) / pk
-            psi = (num - dk * est) / pk
-            se = mean_std_error(psi, wt, gk)
-        out.append(
-            _effect(
-                design,
-                k,
-                est[0] if est.shape[0] == 1 else est,
-                se[0] if se.shape[0] == 1 else se,
-                method=f"AIPW ({estimand}){cluster}",
-                n=int(keep.sum()),
-                level=level,
-            )
-        )
+    out = aipw_effects(
+        data,
+        nuis.oof_["mu"],
+        nuis.oof_["e"],
+        control=control_index(data.variants, control),
+        clip=clip,
+        trim=trim,
+        estimand=estimand,
+        level=level,
+        where="`metalearn.ate.aipw`",
+    )
     return _unwrap(out)
 
 
@@ -983,6 +961,7 @@ def matching(
     c = design.control
     out = []
     for k in design.treated:
+        warn_overlap(design.w, design.label, c, [k], e, where="`metalearn.ate.matching`")
         rows_k = np.flatnonzero(design.w == k)
         rows_c = np.flatnonzero(design.w == c)
         score = _score(pair_score(e, k, c), distance)

@@ -510,9 +510,13 @@ def _print_data(
     print(f"outcome {args.outcome!r}: mean {float(np.mean(y)):.4g}")
 
 
-def _print_effects(learner: Any, tau: np.ndarray) -> None:
-    """The average effect and a summary of the out-of-fold effects of each variant."""
-    effects = learner.ate()
+def _print_effects(
+    learner: Any, tau: np.ndarray, X: Any, y: Any, w: Any, groups: Any = None
+) -> None:
+    """The average effect (AIPW from the learner's cross-fitted nuisances; plug-in for the
+    S-learner) and a summary of the out-of-fold effects of each variant."""
+    nuis = learner._uses_nuisance
+    effects = learner.ate(X, y, w, groups=groups) if nuis else learner.ate()
     effects = list(effects) if isinstance(effects, tuple) else [effects]
     for j, effect in enumerate(effects):
         col = tau[:, j]
@@ -549,7 +553,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         f"({elapsed:.1f} s)"
     )
     _print_data(args, y, w, features, learner.control_)
-    _print_effects(learner, tau)
+    _print_effects(learner, tau, X, y, w, groups)
     if args.out is None:
         print("(pass --out effects.parquet to save the out-of-fold effects of every row)")
         return 0
@@ -705,7 +709,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     oof = clone(learner).set_params(**search.best_params_)
     tau, seconds = _out_of_fold(oof, X, y, w, progress, groups)
     print(f"best settings refitted by {args.n_folds}-fold cross-fitting ({seconds:.1f} s):")
-    _print_effects(oof, tau)
+    _print_effects(oof, tau, X, y, w, groups)
     _write_effects(args, df, tau, oof._effect_names())
     return 0
 

@@ -144,7 +144,8 @@ def _run(
     if _is_learner(estimator):
         model = _fresh(estimator)
         model.fit_predict(X, y, w)
-        result: Any = model.ate()
+        # AIPW from the learner's own cross-fitted nuisances (plug-in for the S-learner).
+        result: Any = model.ate(X, y, w) if model._uses_nuisance else model.ate()
     else:
         result = estimator(X, y, w)
     items = list(result) if isinstance(result, tuple | list) else [result]

@@ -438,7 +438,7 @@ def test_dr_ate_ci_covers_constant_effect() -> None:
     # Setup C has tau = 1 for every unit (and strong confounding). The 95 % CI
     # of a fixed seed covers it; the coverage frequency is the slow test's.
     effect = fit_design("nw_C").dr_effect
-    assert effect.method == "AIPW"
+    assert effect.method == "AIPW (ATE)"
     assert effect.ci_low < 1.0 < effect.ci_high, effect
     # the naive difference in means is far off: the design is a real test
     train = fit_design("nw_C").train

@@ -100,8 +100,11 @@ def test_overlap_string_variants_pandas():
 def test_overlap_warns_on_extreme_and_exact_propensities():
     w = np.tile([0, 1], 100)
     p = np.where(w == 1, 0.6, 0.4)
-    p[:3] = [0.0, 0.995, 1.0]
-    with pytest.warns(UserWarning, match=r"3 row\(s\).*\(2 exactly 0 or 1\)"):
+    p[:3] = [0.001, 0.995, 0.999]
+    with pytest.warns(UserWarning, match=r"3 row\(s\).*\(0 exactly 0 or 1\)"):
+        overlap(None, w, propensity=p)
+    p[0] = 0.0  # given propensities of exactly 0 or 1 violate positivity: an error
+    with pytest.raises(ValueError, match="values must lie strictly between 0 and 1"):
         overlap(None, w, propensity=p)
 
 
@@ -152,7 +155,7 @@ def test_overlap_argument_errors(conf, kwargs, exc, match):
     [
         (np.full(5, 0.5), "has 5 entries but there are 2000 rows"),
         (np.full((2000, 3), 1 / 3), r"must have shape \(2000,\) or \(2000, 2\)"),
-        (np.full(2000, 1.5), r"probabilities in \[0, 1\]"),
+        (np.full(2000, 1.5), r"values must lie strictly between 0 and 1"),
         (np.full((2000, 2), 0.6), "must sum to 1"),
         ("high", "must be numeric"),
     ],

@@ -176,7 +176,7 @@ def test_dr_ate_equals_hand_aipw(weighted: bool, two_arm: Simulation) -> None:
     e = dr.nuisance_.oof_["e"]
     est, se = aipw(sim, mu, e, 1, weight=sw)
     effect = dr.ate()
-    assert effect.method == "AIPW"
+    assert effect.method == "AIPW (ATE)"
     np.testing.assert_allclose(effect.estimate, est, rtol=1e-10)
     np.testing.assert_allclose(effect.std_error, se, rtol=1e-10)
     np.testing.assert_allclose(effect.ci_high - effect.ci_low, 2 * 1.959963984540054 * se)

@@ -217,19 +217,21 @@ def test_rlearner_pair_score_with_both_propensities_zero_is_finite() -> None:
 # ---------------------------------------------- the former copies use the module
 def test_every_former_copy_imports_the_formulas() -> None:
     from metalearn import ate, scoring
+    from metalearn._core import effects as _effects
     from metalearn.evaluation import _common as _eval_common
     from metalearn.learners import base as _base
     from metalearn.learners import dr, r, x
     from metalearn.scoring import _nuisance as _scoring_nuisance
 
     uses = {
-        dr: ["aipw_scores", "weighted_mean"],
+        dr: ["aipw_scores"],
+        _effects: ["aipw_scores", "aipw_att_terms", "clip_propensity", "weighted_mean"],
         r: ["pair_propensity", "r_residuals", "r_pseudo_outcome", "r_loss_terms"],
         x: ["pair_propensity"],
         _base: ["clip_bounds", "clip_propensity"],
         _scoring_nuisance: ["aipw_scores", "clip_distribution"],
         scoring: ["pair_propensity", "clip_propensity", "r_residuals", "r_loss_terms"],
-        ate: ["aipw_scores", "aipw_att_terms", "clip_propensity", "weighted_mean"],
+        ate: ["clip_propensity"],
         _eval_common: ["aipw_potential_outcomes"],
     }
     for module, names in uses.items():

@@ -101,8 +101,11 @@ def test_learner_estimator_and_shared_nuisance(conf):
     p = placebo(dr, conf.X, conf.y, conf.w, random_state=0)
     assert p.passed
     assert np.isfinite(p.std_error)
-    # A learner without standard errors needs several placebo draws.
-    t = ml.TLearner(outcome_model=LinearRegression(), n_folds=3, random_state=0)
+    # Every learner with a nuisance stage gives an AIPW standard error ...
+    tl = ml.TLearner(outcome_model=LinearRegression(), n_folds=3, random_state=0)
+    assert np.isfinite(placebo(tl, conf.X, conf.y, conf.w, random_state=0).std_error)
+    # ... the S-learner (a plug-in mean, no standard error) needs several placebo draws.
+    t = ml.SLearner(outcome_model=LinearRegression(), n_folds=3, random_state=0)
     with pytest.raises(ValueError, match="pass `n_repeats >= 2`"):
         placebo(t, conf.X, conf.y, conf.w, random_state=0)
     pt = placebo(t, conf.X, conf.y, conf.w, n_repeats=4, random_state=0)

@@ -28,6 +28,7 @@ from metalearn._core.defaults import default_classifier
 from metalearn._core.formulas import clip_bounds as formula_clip_bounds
 from metalearn._core.formulas import pair_propensity
 from metalearn._core.frames import FrameSchema, native_backend, to_1d_array
+from metalearn._core.positivity import check_propensity_values
 from metalearn._core.tasks import TaskBuilder, make_folds
 from metalearn._core.validation import (
     check_classifier,
@@ -185,8 +186,8 @@ def as_propensity_matrix(propensity: Any, n: int, n_variants: int) -> np.ndarray
 
     Accepts a per-row vector of ``P(W = variants[1])`` (two variants), an
     ``(n, K)`` array or frame, or a scalar ``P(W = variants[1])`` (two variants).
-    Exact zeros and ones are allowed here; the estimators decide what to do
-    with them.
+    Values must lie strictly between 0 and 1
+    (:func:`metalearn._core.positivity.check_propensity_values`).
     """
     obj = nw.from_native(propensity, pass_through=True, allow_series=True)
     if isinstance(obj, nw.DataFrame | nw.Series):
@@ -218,11 +219,7 @@ def as_propensity_matrix(propensity: Any, n: int, n_variants: int) -> np.ndarray
         raise ValueError(
             f"`propensity` must have shape ({n},) or ({n}, {n_variants}); got {p.shape}."
         )
-    if not np.all(np.isfinite(p)) or (p < 0).any() or (p > 1).any():
-        raise ValueError(
-            "`propensity` values must be probabilities in [0, 1]; got values outside it "
-            f"(min {np.nanmin(p):.4g}, max {np.nanmax(p):.4g})."
-        )
+    check_propensity_values(p)
     if not np.allclose(p.sum(axis=1), 1.0, atol=1e-6):
         raise ValueError(
             "Each row of `propensity` must sum to 1 over the variants (one column per variant "

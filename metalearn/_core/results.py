@@ -290,10 +290,17 @@ class AverageEffect(TableResult):
         return rows
 
     def __repr__(self) -> str:
+        if np.all(np.isnan(np.asarray(self.std_error, dtype=float))):
+            # Never a silent "nan" interval: say that the method gives none.
+            spread = "no standard error, no interval"
+        else:
+            spread = (
+                f"se {_fmt(self.std_error)}, {self.level:.0%} CI {_fmt(self.ci_low)} to "
+                f"{_fmt(self.ci_high)}"
+            )
         return (
             f"AverageEffect({self.variant!r} vs {self.control!r}: {_fmt(self.estimate)} "
-            f"(se {_fmt(self.std_error)}, {self.level:.0%} CI {_fmt(self.ci_low)} to "
-            f"{_fmt(self.ci_high)}), method={self.method!r}, n={self.n})"
+            f"({spread}), method={self.method!r}, n={self.n})"
         )
 
 

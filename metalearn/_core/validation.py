@@ -15,6 +15,7 @@ from sklearn.base import is_classifier, is_regressor
 from sklearn.utils import get_tags
 
 from metalearn._core.frames import to_1d_array
+from metalearn._core.positivity import check_propensity_values
 
 __all__ = [
     "Treatment",
@@ -259,8 +260,7 @@ def check_propensity(propensity: Any, n_samples: int, n_variants: int) -> np.nda
             f"`propensity` must be a scalar, a vector of {n_variants} probabilities, or an "
             f"array of shape ({n_samples}, {n_variants}); got shape {np.shape(propensity)}."
         )
-    if not np.all(np.isfinite(p)) or (p <= 0).any() or (p >= 1).any():
-        raise ValueError("`propensity` values must lie strictly between 0 and 1.")
+    check_propensity_values(p)
     if not np.allclose(p.sum(axis=1), 1.0, atol=1e-6):
         raise ValueError("Each row of `propensity` must sum to 1 over the variants.")
     return np.ascontiguousarray(p)

@@ -17,6 +17,7 @@ from scipy import stats
 from metalearn._core.data import prepare_data
 from metalearn._core.formulas import aipw_potential_outcomes
 from metalearn._core.frames import to_1d_array, to_native_frame
+from metalearn._core.positivity import check_arm_weights, warn_overlap
 from metalearn._core.results import TableResult
 from metalearn._core.validation import Treatment, control_index
 
@@ -403,6 +404,16 @@ def _design(
     weight = np.ones(n) if sw is None else sw
     if weight.sum() <= 0:
         raise ValueError("`sample_weight` must have a positive sum.")
+    treated = [k for k in range(K) if k != c]
+
+    def label(code: int) -> Any:
+        v = treatment.variants[code]
+        return v.item() if isinstance(v, np.generic) else v
+
+    check_arm_weights(sw, data.w, label, K)
+    warn_overlap(
+        data.w, label, c, treated, e, where="the evaluation's weighted scores", sample_weight=sw
+    )
     if mu is None:
         pot = aipw_potential_outcomes(yv, treatment.codes, np.zeros((n, K)), e)
         method = "IPW"
@@ -420,7 +431,7 @@ def _design(
     return _Design(
         variants=treatment.variants,
         control=c,
-        treated=[k for k in range(K) if k != c],
+        treated=treated,
         w=treatment.codes,
         omega=weight / weight.sum(),
         weight=weight,

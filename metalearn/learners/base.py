@@ -22,13 +22,15 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator, is_classifier
+from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.utils.validation import check_is_fitted
 
 from metalearn._core.data import Data, prepare_data
 from metalearn._core.defaults import default_regressor
+from metalearn._core.effects import aipw_effects
 from metalearn._core.formulas import clip_bounds, clip_propensity
 from metalearn._core.frames import HANDLE_UNKNOWN, encode_features, native_backend, to_native_frame
+from metalearn._core.positivity import check_arm_weights, warn_overlap
 from metalearn._core.results import AverageEffect
 from metalearn._core.tasks import TaskBuilder, accepts_sample_weight, make_folds, predict_models
 from metalearn._core.validation import (
@@ -42,6 +44,10 @@ from metalearn._core.validation import (
 from metalearn.learners.nuisance import Nuisance
 
 __all__ = ["MetaLearner", "PseudoOutcomeLearner", "PlanTerm", "learner_registry"]
+
+#: The propensity clip of ``ate()`` on learners without a ``propensity_clip`` (T, RA),
+#: that of :func:`metalearn.ate.aipw`.
+DEFAULT_ATE_CLIP = 0.01
 
 
 class MetaLearner(BaseEstimator):
@@ -205,13 +211,48 @@ class MetaLearner(BaseEstimator):
             out.index = index
         return out
 
-    def ate(self, X: Any = None, *, level: float = 0.95) -> Any:
-        """Average effect of each treated variant against the control.
+    def ate(
+        self,
+        X: Any = None,
+        y: Any = None,
+        w: Any = None,
+        *,
+        sample_weight: Any = None,
+        propensity: Any = None,
+        groups: Any = None,
+        trim: Any = None,
+        level: float = 0.95,
+    ) -> Any:
+        r"""Average effect of each treated variant against the control.
 
-        The base implementation is the plug-in mean of the estimated CATE: on
-        ``X`` when given, else on the out-of-fold estimates of the training
-        rows (after :meth:`fit_predict`). It has no standard error (``nan``).
-        The DR-learner overrides it with the AIPW estimator.
+        One meaning on every learner with a nuisance stage (T, X, R, DR,
+        RA): the cross-fitted **AIPW** estimate (Robins et al. 1994;
+        Chernozhukov et al. 2018) from the learner's own out-of-fold outcome
+        models and propensities, clipped at the learner's ``propensity_clip``
+        (0.01 for learners without one), with the influence-function standard
+        error (cluster-robust with ``groups``). It is
+        ``metalearn.ate.aipw(X, y, w, learner=self)`` to rounding error.
+
+        - ``ate()``: on the training rows, from the nuisances that ``fit``
+          cross-fitted (the X- and DR-learners fit every one they need; the
+          T-, R- and RA-learners do not fit both the outcome models of every
+          variant and the propensity model, and ask for the training data).
+        - ``ate(X, y, w)``: on these rows. The training rows reuse the
+          fitted nuisances and cross-fit the missing ones once (kept in
+          ``nuisance_``); other rows get nuisances cross-fitted on them.
+        - ``ate(X)``: the **plug-in** mean of the predicted CATE over ``X``.
+          It has no standard error: the interval is reported as missing
+          (``nan``, method ``"plug-in"``); pass ``y`` and ``w`` for one.
+
+        The S-learner has no nuisance stage: ``ate()`` (after
+        ``fit_predict``) and ``ate(X)`` are plug-in means without an
+        interval; use :func:`metalearn.ate.aipw` or
+        :func:`metalearn.inference.bootstrap_cate` for one.
+
+        Poor overlap gives an :class:`~metalearn.OverlapWarning`; ``trim``
+        (``None``, ``"crump"`` or ``(low, high)``) restricts the AIPW average
+        to rows whose pairwise propensity lies in the bounds, as in
+        :func:`metalearn.ate.aipw`.
 
         Returns
         -------
@@ -219,6 +260,71 @@ class MetaLearner(BaseEstimator):
         are more than two variants.
         """
         check_is_fitted(self, "variants_")
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"`level` must be in (0, 1), e.g. 0.95; got {level!r}.")
+        name = type(self).__name__
+        given = {"y": y, "w": w}
+        if any(v is not None for v in given.values()):
+            missing = [k for k, v in {"X": X, **given}.items() if v is None]
+            if missing:
+                raise ValueError(
+                    f"`{name}.ate` needs `X`, `y` and `w` together for the AIPW estimate on "
+                    f"given rows; {', '.join(f'`{m}`' for m in missing)} missing."
+                )
+            if not self._uses_nuisance:
+                raise ValueError(
+                    f"The {name} has no nuisance stage, so `ate(X, y, w)` has no AIPW "
+                    "estimate of its own: use `metalearn.ate.aipw(X, y, w)` (or "
+                    "`metalearn.inference.bootstrap_cate`) for an interval, or `ate(X)` for "
+                    "the plug-in mean."
+                )
+            data = self._prepare(X, y, w, sample_weight, propensity, groups)
+            if list(data.variants) != list(self.variants_):
+                raise ValueError(
+                    f"`w` holds the variants {list(data.variants)}, but the learner was "
+                    f"fitted on {list(self.variants_)}: pass rows of the same variants."
+                )
+            nuis = self.nuisance_
+            if data.fingerprint != nuis.fingerprint_:
+                nuis = clone(nuis)  # new rows: nuisances cross-fitted on them
+            nuis.ensure(data, {"mu", "e"})
+            return self._unwrap(self._aipw(data, nuis, trim, level))
+        if X is not None or not self._uses_nuisance:
+            if trim is not None:
+                raise ValueError(
+                    "`trim` applies to the AIPW estimate; the plug-in mean of predicted "
+                    "effects has no propensities to trim by. Pass `X, y, w`."
+                )
+            return self._plug_in_ate(X, level)
+        kept: Data | None = getattr(self, "_ate_data", None)
+        if kept is None:
+            raise ValueError(
+                f"The {name}'s fit did not cross-fit both the outcome model of every variant "
+                "and the propensity model that the AIPW estimate reads. Call "
+                "`learner.ate(X, y, w)` with the training data: the missing nuisances are "
+                "cross-fitted once and kept. (`ate(X)` gives the plug-in mean of the "
+                "predicted effects, without an interval.)"
+            )
+        return self._unwrap(self._aipw(kept, self.nuisance_, trim, level))
+
+    def _aipw(self, data: Data, nuis: Nuisance, trim: Any, level: float) -> list[Any]:
+        clip = getattr(self, "propensity_clip", DEFAULT_ATE_CLIP)
+        return aipw_effects(
+            data,
+            nuis.oof_["mu"],
+            nuis.oof_["e"],
+            control=self._control_code,
+            clip=clip,
+            trim=trim,
+            level=level,
+            where=f"`{type(self).__name__}.ate`",
+        )
+
+    @staticmethod
+    def _unwrap(effects: list[Any]) -> Any:
+        return effects[0] if len(effects) == 1 else tuple(effects)
+
+    def _plug_in_ate(self, X: Any, level: float) -> Any:
         if X is not None:
             tau = self._predict_internal(X)
         elif getattr(self, "oof_tau_", None) is not None:
@@ -442,6 +548,7 @@ class MetaLearner(BaseEstimator):
             del self.feature_names_in_
         self._out_dim = data.out_dim
         self.n_model_fits_ = 0
+        check_arm_weights(data.sample_weight, data.w, self._label, data.n_variants)
         nuis: Nuisance | None = None
         if self._uses_nuisance:
             nuis = self._make_nuisance()
@@ -464,9 +571,36 @@ class MetaLearner(BaseEstimator):
             nuis.ensure(data, kinds, finite_checked=hasattr(self, "effect_model"))
             self.n_model_fits_ += nuis.n_model_fits_ - before
             self.nuisance_ = nuis
+            e_raw = nuis.oof_.get("e")
+            # What `ate()` reads on the training rows: every array but X (kept only when the
+            # fit cross-fitted both outcome models and propensities).
+            has_aipw = e_raw is not None and "mu" in nuis.oof_
+            self._ate_data = replace(data, X=np.empty((data.n, 0))) if has_aipw else None
+            clip = getattr(self, "propensity_clip", None)
+            warn_overlap(
+                data.w,
+                self._label,
+                ci,
+                self._treated_codes,
+                e_raw,
+                where=f"`{type(self).__name__}.fit`",
+                bounds=None if clip is None else clip_bounds(clip),
+                sample_weight=data.sample_weight,
+                stacklevel=5,
+            )
             made = nuis._made_folds()  # None when no cross-fitted kind was needed (T's fit)
             folds = np.zeros(0, dtype=np.intp) if made is None else made
         else:
+            self._ate_data = None
+            warn_overlap(
+                data.w,
+                self._label,
+                ci,
+                self._treated_codes,
+                where=f"`{type(self).__name__}.fit`",
+                sample_weight=data.sample_weight,
+                stacklevel=5,
+            )
             check_finite_X(data.X, {"outcome_model": self._outcome_template()})
             # One model on every row for `fit`: no folds (an empty fold array).
             folds = self._own_folds(data) if honest else np.zeros(0, dtype=np.intp)
@@ -523,6 +657,9 @@ class MetaLearner(BaseEstimator):
     def _default_effect_model(self, n: int | None) -> Any:
         """Hook: the effect model used when ``effect_model=None``, for ``n`` training rows."""
         return default_regressor()
+
+    def _label(self, code: int) -> Any:
+        return _py(self.variants_[code])
 
     def _clip(self, e: np.ndarray) -> np.ndarray:
         """The clip rule of :mod:`metalearn._core.formulas` with ``propensity_clip``."""

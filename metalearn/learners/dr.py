@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
 from metalearn._core.data import Data
 from metalearn._core.defaults import default_effect_regressor
-from metalearn._core.formulas import aipw_scores, weighted_mean
-from metalearn._core.results import mean_std_error
+from metalearn._core.formulas import aipw_scores
 from metalearn.learners.base import PseudoOutcomeLearner
 from metalearn.learners.nuisance import Nuisance
 
@@ -189,43 +187,6 @@ class DRLearner(PseudoOutcomeLearner):
                 specs.append((rows, np.ascontiguousarray(phi[:, j, d]), data.sample_weight))
                 keys.append((k, d))
         return self._fit_pseudo_outcomes(data, specs, keys, folds, honest)
-
-    def ate(self, X: Any = None, *, level: float = 0.95) -> Any:
-        r"""Average effect by AIPW: the mean pseudo-outcome of the training rows.
-
-        With ``X`` given, the plug-in mean of the predicted CATE on ``X``
-        instead (no standard error). Otherwise the estimate is
-        :math:`\bar\varphi_k` with standard error
-        :math:`\mathrm{sd}(\varphi_k)/\sqrt{n}` (weighted versions under
-        ``sample_weight``), the influence-function standard error of the
-        cross-fitted AIPW estimator. With ``groups`` given to ``fit``, the
-        standard error is cluster-robust: with :math:`\omega_i` the
-        normalised row weights,
-        :math:`\sqrt{\tfrac{G}{G-1}\sum_g \big(\sum_{i\in g}
-        \omega_i(\varphi_{k,i} - \bar\varphi_k)\big)^2}` over the
-        :math:`G` groups.
-
-        The pseudo-outcomes use the learner's ``propensity_clip``, so this is
-        ``metalearn.ate.aipw(X, y, w, learner=self)`` (with the same
-        ``sample_weight`` and ``groups``) to rounding error; pass ``clip=``
-        there for an average effect with another clip, reusing the fitted
-        nuisances.
-
-        Returns
-        -------
-        AverageEffect, or a tuple of them for more than two variants.
-        """
-        check_is_fitted(self, "pseudo_outcomes_")
-        if X is not None:
-            return super().ate(X, level=level)
-        phi = self.pseudo_outcomes_
-        n = phi.shape[0]
-        sw = self._train_weight
-        est = weighted_mean(phi, sw)
-        groups = getattr(self, "groups_", None)
-        se = mean_std_error(phi, sw, groups)
-        method = "AIPW" if groups is None else f"AIPW, clustered by {int(groups.max()) + 1} groups"
-        return self._effects(est, se, method, n, level)
 
     # Hooks -------------------------------------------------------------------
     def _final_loss(
