@@ -41,7 +41,7 @@ from metalearn._core.design import (
     trim_mask,
     warn_once,
 )
-from metalearn._core.effects import aipw_effects
+from metalearn._core.effects import aipw_effects, one_or_tuple
 from metalearn._core.formulas import clip_propensity
 from metalearn._core.positivity import warn_overlap
 from metalearn._core.results import AverageEffect, mean_std_error
@@ -158,10 +158,6 @@ def _effect(
     return base if cls is None else _build(cls, base, **extra)
 
 
-def _unwrap(effects: list[Any]) -> Any:
-    return effects[0] if len(effects) == 1 else tuple(effects)
-
-
 def _check_level(level: float) -> None:
     if not 0.0 < level < 1.0:
         raise ValueError(f"`level` must be in (0, 1), e.g. 0.95; got {level!r}.")
@@ -252,7 +248,7 @@ def difference_in_means(
                 design, k, est, se, method="difference in means", n=len(yk) + len(yc), level=level
             )
         )
-    return _unwrap(out)
+    return one_or_tuple(out)
 
 
 # --------------------------------------------------------------------------- IPW
@@ -447,7 +443,7 @@ def ipw(
                 weights=weights,
             )
         )
-    return _unwrap(out)
+    return one_or_tuple(out)
 
 
 # -------------------------------------------------------------------------- AIPW
@@ -646,7 +642,7 @@ def aipw(
         level=level,
         where="`metalearn.ate.aipw`",
     )
-    return _unwrap(out)
+    return one_or_tuple(out)
 
 
 # ---------------------------------------------------------------------- matching
@@ -1057,4 +1053,4 @@ def matching(
                 max_distance=float(np.max(dist_m)),
             )
         )
-    return _unwrap(out)
+    return one_or_tuple(out)

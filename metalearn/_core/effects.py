@@ -17,7 +17,7 @@ from metalearn._core.formulas import aipw_att_terms, aipw_scores, clip_propensit
 from metalearn._core.positivity import warn_overlap
 from metalearn._core.results import AverageEffect, mean_std_error
 
-__all__ = ["aipw_effects"]
+__all__ = ["aipw_effects", "one_or_tuple"]
 
 
 def aipw_effects(
@@ -91,3 +91,8 @@ def aipw_effects(
             )
         )
     return out
+
+
+def one_or_tuple(effects: list[Any]) -> Any:
+    """One effect for two variants, a tuple of them (one per treated variant) for more."""
+    return effects[0] if len(effects) == 1 else tuple(effects)

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
+from sklearn.metrics import roc_auc_score
 
 from metalearn._core.formulas import pair_propensity
 
@@ -139,16 +139,6 @@ def check_arm_weights(
         )
 
 
-def _rank_auc(score: np.ndarray, positive: np.ndarray) -> float:
-    """Mann-Whitney AUC of ``score`` for ``positive`` against the rest (ties count 1/2)."""
-    n1 = int(positive.sum())
-    n0 = positive.size - n1
-    if n1 == 0 or n0 == 0:
-        return 0.5
-    ranks = rankdata(score)  # average ranks over ties
-    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
-
-
 def overlap_problems(
     w: np.ndarray,
     label: Callable[[int], Any],
@@ -200,7 +190,7 @@ def overlap_problems(
                     f"{label(control)!r} have a propensity of {label(k)!r} {where}, the "
                     "clip bound: their weights are set by the clip, not by the data"
                 )
-        auc = _rank_auc(q, is_k)
+        auc = float(roc_auc_score(is_k, q)) if 0 < is_k.sum() < is_k.size else 0.5
         if auc >= SEPARATION_AUC:
             problems.append(
                 f"the propensity model separates {label(k)!r} from {label(control)!r} "

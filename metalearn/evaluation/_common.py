@@ -15,6 +15,7 @@ import numpy as np
 from scipy import stats
 
 from metalearn._core.data import prepare_data
+from metalearn._core.design import py
 from metalearn._core.formulas import aipw_potential_outcomes
 from metalearn._core.frames import to_1d_array, to_native_frame
 from metalearn._core.positivity import check_arm_weights, warn_overlap
@@ -407,8 +408,7 @@ def _design(
     treated = [k for k in range(K) if k != c]
 
     def label(code: int) -> Any:
-        v = treatment.variants[code]
-        return v.item() if isinstance(v, np.generic) else v
+        return py(treatment.variants[code])
 
     check_arm_weights(sw, data.w, label, K)
     warn_overlap(

@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from metalearn._core.data import Data, prepare_data
 from metalearn._core.defaults import default_regressor
-from metalearn._core.effects import aipw_effects
+from metalearn._core.effects import aipw_effects, one_or_tuple
 from metalearn._core.formulas import clip_bounds, clip_propensity
 from metalearn._core.frames import HANDLE_UNKNOWN, encode_features, native_backend, to_native_frame
 from metalearn._core.positivity import check_arm_weights, warn_overlap
@@ -288,7 +288,7 @@ class MetaLearner(BaseEstimator):
             if data.fingerprint != nuis.fingerprint_:
                 nuis = clone(nuis)  # new rows: nuisances cross-fitted on them
             nuis.ensure(data, {"mu", "e"})
-            return self._unwrap(self._aipw(data, nuis, trim, level))
+            return one_or_tuple(self._aipw(data, nuis, trim, level))
         if X is not None or not self._uses_nuisance:
             if trim is not None:
                 raise ValueError(
@@ -305,7 +305,7 @@ class MetaLearner(BaseEstimator):
                 "cross-fitted once and kept. (`ate(X)` gives the plug-in mean of the "
                 "predicted effects, without an interval.)"
             )
-        return self._unwrap(self._aipw(kept, self.nuisance_, trim, level))
+        return one_or_tuple(self._aipw(kept, self.nuisance_, trim, level))
 
     def _aipw(self, data: Data, nuis: Nuisance, trim: Any, level: float) -> list[Any]:
         clip = getattr(self, "propensity_clip", DEFAULT_ATE_CLIP)
@@ -319,10 +319,6 @@ class MetaLearner(BaseEstimator):
             level=level,
             where=f"`{type(self).__name__}.ate`",
         )
-
-    @staticmethod
-    def _unwrap(effects: list[Any]) -> Any:
-        return effects[0] if len(effects) == 1 else tuple(effects)
 
     def _plug_in_ate(self, X: Any, level: float) -> Any:
         if X is not None:
@@ -550,6 +546,8 @@ class MetaLearner(BaseEstimator):
         self.n_model_fits_ = 0
         check_arm_weights(data.sample_weight, data.w, self._label, data.n_variants)
         nuis: Nuisance | None = None
+        e_raw: np.ndarray | None = None
+        self._ate_data: Data | None = None
         if self._uses_nuisance:
             nuis = self._make_nuisance()
             if hasattr(self, "effect_model"):
@@ -574,36 +572,25 @@ class MetaLearner(BaseEstimator):
             e_raw = nuis.oof_.get("e")
             # What `ate()` reads on the training rows: every array but X (kept only when the
             # fit cross-fitted both outcome models and propensities).
-            has_aipw = e_raw is not None and "mu" in nuis.oof_
-            self._ate_data = replace(data, X=np.empty((data.n, 0))) if has_aipw else None
-            clip = getattr(self, "propensity_clip", None)
-            warn_overlap(
-                data.w,
-                self._label,
-                ci,
-                self._treated_codes,
-                e_raw,
-                where=f"`{type(self).__name__}.fit`",
-                bounds=None if clip is None else clip_bounds(clip),
-                sample_weight=data.sample_weight,
-                stacklevel=5,
-            )
+            if e_raw is not None and "mu" in nuis.oof_:
+                self._ate_data = replace(data, X=np.empty((data.n, 0)))
             made = nuis._made_folds()  # None when no cross-fitted kind was needed (T's fit)
             folds = np.zeros(0, dtype=np.intp) if made is None else made
         else:
-            self._ate_data = None
-            warn_overlap(
-                data.w,
-                self._label,
-                ci,
-                self._treated_codes,
-                where=f"`{type(self).__name__}.fit`",
-                sample_weight=data.sample_weight,
-                stacklevel=5,
-            )
             check_finite_X(data.X, {"outcome_model": self._outcome_template()})
             # One model on every row for `fit`: no folds (an empty fold array).
             folds = self._own_folds(data) if honest else np.zeros(0, dtype=np.intp)
+        warn_overlap(
+            data.w,
+            self._label,
+            ci,
+            self._treated_codes,
+            e_raw,
+            where=f"`{type(self).__name__}.fit`",
+            bounds=clip_bounds(getattr(self, "propensity_clip", None)),
+            sample_weight=data.sample_weight,
+            stacklevel=5,
+        )
         self.folds_ = folds if folds.size else None
         tau = self._fit_final(data, nuis, folds, honest)
         self.oof_tau_ = tau if honest else None
