@@ -8,11 +8,14 @@ settings costs one nuisance stage plus G final stages.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
+from numbers import Real
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import FitFailedWarning
 
 from metalearn._core import progress as _progress
 from metalearn._core.tasks import n_workers
@@ -22,6 +25,7 @@ from metalearn.tuning._evaluate import (
     Outcome,
     check_scoring,
     score_direction,
+    score_names,
     search_evaluator,
 )
 from metalearn.tuning._params import LEARNER_KEY, build_candidate, check_learner, limit_threads
@@ -31,8 +35,21 @@ from metalearn.tuning._report import (
     ranks,
     results_frame,
 )
+from metalearn.tuning._storage import describe_error
 
 __all__ = ["MetaLearnerGridSearch", "MetaLearnerRandomizedSearch"]
+
+
+def _check_error_score(error_score: Any) -> float | None:
+    """``error_score`` as the score of a failed candidate (None: ``"raise"``)."""
+    if isinstance(error_score, str) and error_score == "raise":
+        return None
+    if isinstance(error_score, bool) or not isinstance(error_score, Real):
+        raise ValueError(
+            f'`error_score` must be "raise" or a number (the score of a candidate whose fit '
+            f"fails, e.g. np.nan); got {error_score!r}."
+        )
+    return float(error_score)
 
 
 def _check_grid(grid: Any, name: str, *, distributions: bool) -> list[dict[str, Any]]:
@@ -135,6 +152,8 @@ class _BaseSearch(BestEstimatorPredictions, BaseEstimator):
         from sklearn.utils.parallel import Parallel, delayed
 
         template = check_learner(self.learner)
+        error_score = _check_error_score(self.error_score)
+        catch = error_score is not None
         params = self._candidates()
         learners = [build_candidate(template, p, where=self._space_name) for p in params]
         kinds = {bool(lrn._classification) for lrn in learners}
@@ -154,38 +173,76 @@ class _BaseSearch(BestEstimatorPredictions, BaseEstimator):
         )
         for lrn in learners:
             ev.scoring(ev.control_of(lrn))
-        prepared = [ev.prepare(lrn) for lrn in _progress.candidates(learners)]  # phase 1: nuisance
+        errors: list[str | None] = [None] * len(learners)
+        prepared: list[Any] = []
+        for i, lrn in enumerate(_progress.candidates(learners)):  # phase 1: nuisance stages
+            try:
+                prepared.append(ev.prepare(lrn))
+            except Exception as exc:
+                if not catch:
+                    raise
+                errors[i] = describe_error(exc)
+                prepared.append(None)
         workers = n_workers(self.n_jobs)
         items = list(zip(learners, prepared, strict=True))
         if workers > 1 and len(items) > 1:  # phase 2: final stages, side by side
             n_chunks = min(len(items), 4 * workers)
             chunks = [items[i::n_chunks] for i in range(n_chunks)]
             done = Parallel(n_jobs=self.n_jobs)(
-                delayed(_run_chunk)(ev, chunk, workers) for chunk in chunks
+                delayed(_run_chunk)(ev, chunk, workers, catch) for chunk in chunks
             )
-            outcomes: list[Outcome] = [None] * len(items)  # type: ignore[list-item]
+            outcomes: list[Outcome | str | None] = [None] * len(items)
             for i, chunk_out in enumerate(done):
                 outcomes[i::n_chunks] = chunk_out
         else:
-            outcomes = [_run_chunk(ev, [it], 1)[0] for it in _progress.candidates(items)]
+            outcomes = [_run_chunk(ev, [it], 1, catch)[0] for it in _progress.candidates(items)]
+        for i, out in enumerate(outcomes):
+            if isinstance(out, str):
+                errors[i] = out
+        failed = [i for i, e in enumerate(errors) if e is not None]
+        if failed and len(failed) == len(params):
+            first = failed[0]
+            raise ValueError(
+                f"All {len(params)} candidates of `{self._space_name}` failed to fit, so none "
+                f"can be picked. The first, {_params_text(params[first])}, raised "
+                f"{errors[first]}. Pass error_score='raise' to see the traceback."
+            )
+        for i in failed:
+            warnings.warn(
+                f"Candidate {i} of `{self._space_name}`, {_params_text(params[i])}, failed to fit "
+                f"and scores {error_score}: {errors[i]}",
+                FitFailedWarning,
+                stacklevel=2,
+            )
+        all_scores = score_names(classification)
         records: list[dict[str, Any]] = []
         names: list[str] = []
         for i, (p, lrn, out) in enumerate(zip(params, learners, outcomes, strict=True)):
             names.extend(k for k in p if k != LEARNER_KEY and k not in names)
-            records.append(
-                {
-                    "candidate": i,
-                    "learner": type(lrn).__name__,
-                    "params": {k: v for k, v in p.items() if k != LEARNER_KEY},
-                    **out.scores,
+            record: dict[str, Any] = {
+                "candidate": i,
+                "learner": type(lrn).__name__,
+                "params": {k: v for k, v in p.items() if k != LEARNER_KEY},
+            }
+            if isinstance(out, Outcome):
+                record.update(out.scores)
+                costs: dict[str, Any] = {
                     "fit_time": out.fit_time,
                     "score_time": out.score_time,
                     "nuisance_time": out.nuisance_time,
                     "nuisance_fits": out.nuisance_fits,
                     "final_fits": out.final_fits,
                 }
-            )
-        values = [r[scoring] for r in records]
+            else:  # failed: every score is `error_score`, the costs are unknown
+                record.update(dict.fromkeys(all_scores, error_score))
+                costs = dict.fromkeys(
+                    ("fit_time", "score_time", "nuisance_time", "nuisance_fits", "final_fits")
+                )
+            record.update(costs)
+            record["error"] = errors[i]
+            records.append(record)
+        # A failed candidate is never picked, whatever its `error_score`.
+        values = [np.nan if errors[i] is not None else r[scoring] for i, r in enumerate(records)]
         direction = score_direction(scoring)
         for r, rank in zip(records, ranks(values, direction), strict=True):
             r["rank"] = int(rank)
@@ -195,8 +252,9 @@ class _BaseSearch(BestEstimatorPredictions, BaseEstimator):
         self.best_score_ = float(values[self.best_index_])
         self.scoring_ = scoring
         self.n_candidates_ = len(params)
-        self.n_nuisance_fits_ = int(sum(o.nuisance_fits for o in outcomes))
-        self.n_final_fits_ = int(sum(o.final_fits for o in outcomes))
+        fitted = [o for o in outcomes if isinstance(o, Outcome)]
+        self.n_nuisance_fits_ = int(sum(o.nuisance_fits for o in fitted))
+        self.n_final_fits_ = int(sum(o.final_fits for o in fitted))
         best = learners[self.best_index_]
         self.scoring_nuisance_ = ev.scoring(ev.control_of(best))
         self.nuisance_cache_info_ = {
@@ -215,11 +273,36 @@ class _BaseSearch(BestEstimatorPredictions, BaseEstimator):
         return self
 
 
-def _run_chunk(ev: Evaluator, items: list[tuple[MetaLearner, Any]], workers: int) -> list[Outcome]:
+def _run_chunk(
+    ev: Evaluator, items: list[tuple[MetaLearner, Any]], workers: int, catch: bool
+) -> list[Outcome | str | None]:
+    """The outcome of each candidate; with ``catch``, the error text of one that fails.
+
+    ``None`` for a candidate whose nuisance stage already failed (no ``prep``).
+    """
+
     def adjust(est: MetaLearner) -> None:
         limit_threads(est, workers)
 
-    return [ev.run(lrn, prep, adjust=adjust if workers > 1 else None) for lrn, prep in items]
+    out: list[Outcome | str | None] = []
+    for lrn, prep in items:
+        if prep is None:
+            out.append(None)
+            continue
+        try:
+            out.append(ev.run(lrn, prep, adjust=adjust if workers > 1 else None))
+        except Exception as exc:
+            if not catch:
+                raise
+            out.append(describe_error(exc))
+    return out
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    from metalearn.tuning._params import short_repr
+
+    shown = {k: short_repr(v) for k, v in params.items()}
+    return repr(shown) if shown else "the template's own settings"
 
 
 _SHARED_DOC = """
@@ -251,6 +334,14 @@ _SHARED_DOC = """
         user guide's Parallelism page): every-core base models get
         ``budget // n_jobs`` threads, divided again among the learner's own
         ``n_jobs`` workers.
+    error_score : "raise" or float, default=np.nan
+        The score of a candidate whose fit raises (its nuisance stage or its
+        final stage): the search warns (``FitFailedWarning``, naming the
+        candidate's parameters and the error), records the error in the
+        ``error`` column of ``results_`` and goes on; a failed candidate is
+        never picked, whatever the value. If every candidate fails the
+        search raises a ``ValueError``. ``"raise"`` lets the first error
+        through, stopping the search.
     random_state : int, default=None
         Seeds the outer folds (``cv``)"""
 
@@ -286,8 +377,9 @@ class MetaLearnerGridSearch(_BaseSearch):
         ``r_loss_baseline``, ``r_loss_gain``, the same for ``dr_loss`` and
         ``plugin``, ``final_loss``, the nuisance losses), ``fit_time``,
         ``score_time``, ``nuisance_time``, ``nuisance_fits``,
-        ``final_fits`` (base-model fits made for it) and ``rank``. A pandas
-        frame when ``X`` is one, else Polars.
+        ``final_fits`` (base-model fits made for it), ``error`` (the error
+        of a failed candidate, else None) and ``rank``. A pandas frame when
+        ``X`` is one, else Polars.
     best_index_ : int
         Row of the best candidate.
     best_params_ : dict
@@ -358,6 +450,7 @@ class MetaLearnerGridSearch(_BaseSearch):
         scoring_nuisance: Any = None,
         propensity_clip: float = 0.01,
         n_jobs: int | None = None,
+        error_score: Any = np.nan,
         random_state: int | None = None,
     ) -> None:
         self.learner = learner
@@ -368,6 +461,7 @@ class MetaLearnerGridSearch(_BaseSearch):
         self.scoring_nuisance = scoring_nuisance
         self.propensity_clip = propensity_clip
         self.n_jobs = n_jobs
+        self.error_score = error_score
         self.random_state = random_state
 
     def _candidates(self) -> list[dict[str, Any]]:
@@ -448,6 +542,7 @@ class MetaLearnerRandomizedSearch(_BaseSearch):
         scoring_nuisance: Any = None,
         propensity_clip: float = 0.01,
         n_jobs: int | None = None,
+        error_score: Any = np.nan,
         random_state: int | None = None,
     ) -> None:
         self.learner = learner
@@ -459,6 +554,7 @@ class MetaLearnerRandomizedSearch(_BaseSearch):
         self.scoring_nuisance = scoring_nuisance
         self.propensity_clip = propensity_clip
         self.n_jobs = n_jobs
+        self.error_score = error_score
         self.random_state = random_state
 
     def _candidates(self) -> list[dict[str, Any]]:

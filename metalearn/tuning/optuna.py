@@ -14,7 +14,9 @@ against one shared set of scoring nuisances. By default it tunes in stages:
 Studies live in any Optuna storage: in memory by default, a journal file or
 SQLite for resumable runs, PostgreSQL or MySQL for several machines. With
 ``load_if_exists=True`` an interrupted search resumes where it stopped and
-``n_trials`` counts the finished trials of all workers together.
+``n_trials`` counts the finished trials of all workers together, met exactly;
+trials left running by a killed worker are found by a heartbeat, failed and
+run again (see :mod:`metalearn.tuning._storage`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,15 @@ from metalearn.tuning._spaces import (
     sample_space,
 )
 from metalearn.tuning._stage import NuisanceStage, outcome_mode
+from metalearn.tuning._storage import (
+    DROPPED_ATTR,
+    ERROR_ATTR,
+    TrialBudget,
+    create_or_load_study,
+    fit_errors,
+    heartbeat_mode,
+    open_storage,
+)
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -64,18 +75,6 @@ if TYPE_CHECKING:
 __all__ = ["MetaLearnerOptunaSearch"]
 
 _STAGES = ("outcome", "propensity", "final")
-
-
-def _storage(storage: Any) -> Any:
-    """None (memory), a URL, a journal-file path, or any Optuna storage object."""
-    if storage is None or not isinstance(storage, str | os.PathLike):
-        return storage
-    text = os.fspath(storage)
-    if "://" in text:
-        return text
-    optuna = import_optuna()
-    backend = optuna.storages.journal.JournalFileBackend(text)
-    return optuna.storages.JournalStorage(backend)
 
 
 class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
@@ -99,7 +98,13 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
         :func:`lightgbm_space` of the learner(s).
     n_trials : int, default=50
         Finished (complete or pruned) trials of each study, all workers on
-        the storage together; a resumed study runs only the missing ones.
+        the storage together, met exactly; a resumed study runs only the
+        missing ones. Failed trials do not count: a trial whose fit raised
+        (its error is kept in the trial's ``"error"`` user attribute), a
+        trial of a killed worker, and a trial dropped because the other
+        workers filled the study first are replaced by new trials. A worker
+        gives up after ``n_trials`` failed trials of its own, and the search
+        raises if the study then has no complete trial.
     nuisance_trials : int, optional
         Trials of each nuisance study (default: ``n_trials``).
     timeout : float, optional
@@ -121,13 +126,37 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
     storage : None, str, path or optuna storage, default=None
         In memory (``None``), a database URL (``"sqlite:///tune.db"``,
         ``"postgresql://..."``), a journal file path (``"tune.log"``), or
-        any ``optuna.storages`` object.
+        any ``optuna.storages`` object. A URL or path is checked and opened
+        before any fitting: a directory, or a file whose directory is
+        missing or not writable, raises a ``ValueError`` naming
+        ``storage``. Several workers (processes or machines) may start at
+        once on a fresh database or journal file.
     study_name : str, optional
         Name of the study in the storage (default ``"metalearn"``); staged
         searches use ``<name>:outcome``, ``<name>:propensity`` and
         ``<name>:final``.
     load_if_exists : bool, default=True
         Resume (and share) an existing study of that name.
+    heartbeat_interval : int or None, default=60
+        Seconds between the heartbeats of a running trial, by which a trial
+        left running by a killed worker (``SIGKILL``, a lost machine) is
+        found: once its heartbeat is ``grace_period`` seconds old, the next
+        worker to look marks it failed and queues its settings again (up to
+        3 times), so the study still reaches ``n_trials``. A database URL
+        gets Optuna's heartbeat (``RDBStorage(url, heartbeat_interval=...,
+        grace_period=..., heartbeat_stale_trial_callback=
+        RetryHeartbeatStaleTrialCallback(3))``); a journal file, and any
+        storage object without a heartbeat of its own, gets metalearn's
+        (a ``"metalearn_heartbeat"`` user attribute of the trial, in seconds
+        since the epoch: the workers' clocks must agree). An ``RDBStorage``
+        object with a heartbeat keeps its own settings. ``None``: no
+        heartbeat; a killed worker's trial stays running and holds its slot
+        of ``n_trials``.
+    grace_period : int, optional
+        Seconds without a heartbeat before a running trial counts as killed
+        (default ``2 * heartbeat_interval``). Make it longer than any pause a
+        busy machine may impose on a worker: a live trial marked failed is
+        lost.
     sampler : optuna sampler, optional
         Default: a ``TPESampler`` per study, seeded with ``random_state`` for the
         final stage and with a seed derived from it for each nuisance study.
@@ -137,7 +166,8 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
         ``cv``; multi-objective studies are not pruned.
     enqueue_defaults : bool, default=True
         Run the template's own settings as the first trial of each study
-        (the names of a dict space it can express; nothing for a callable).
+        (the names of a dict space it can express; nothing for a callable),
+        once: the worker that creates the study enqueues them.
     refit : bool, default=True
         Refit the best trial's learner on all training rows.
     scoring_nuisance : Nuisance or ScoringNuisance, optional
@@ -179,7 +209,9 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
         One row per trial of every study: ``stage``, ``trial``, ``state``,
         ``learner``, one column per parameter, ``params``, every score,
         ``fit_time``, ``score_time``, ``nuisance_time``, ``nuisance_fits``,
-        ``final_fits``, ``duration`` and ``worker`` (host:pid).
+        ``final_fits``, ``duration``, ``worker`` (host:pid) and ``error``
+        (the error of a failed trial). Trials dropped by a race between
+        workers are left out.
     scoring_ : list of str
         The scores of the final study.
 
@@ -241,6 +273,8 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
         storage: Any = None,
         study_name: str | None = None,
         load_if_exists: bool = True,
+        heartbeat_interval: int | None = 60,
+        grace_period: int | None = None,
         sampler: Any = None,
         pruner: Any = None,
         enqueue_defaults: bool = True,
@@ -262,6 +296,8 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
         self.storage = storage
         self.study_name = study_name
         self.load_if_exists = load_if_exists
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
         self.sampler = sampler
         self.pruner = pruner
         self.enqueue_defaults = enqueue_defaults
@@ -280,6 +316,14 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
                 continue
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+        for name in ("heartbeat_interval", "grace_period"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(
+                    f"`{name}` must be None or a positive integer (seconds); got {value!r}."
+                )
         if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int | np.integer):
             raise ValueError(f"`n_jobs` must be an integer (-1: all cores); got {self.n_jobs!r}.")
         if self.staged not in (True, False, "auto"):
@@ -321,14 +365,15 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
         sampler = self.sampler
         if sampler is None:
             sampler = optuna.samplers.TPESampler(seed=_stage_seed(self.random_state, stage))
-        study = optuna.create_study(
-            storage=self._storage_obj,
+        study, created = create_or_load_study(
+            self._storage_obj,
             sampler=sampler,
             pruner=self.pruner,
             study_name=name,
             directions=directions,
             load_if_exists=bool(self.load_if_exists),
         )
+        self._created[stage] = created
         got = [d.name.lower() for d in study.directions]
         if got != directions:
             raise ValueError(
@@ -339,23 +384,29 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
         return study
 
     def _optimize(
-        self, study: Study, objective: Callable[[Trial], Any], n_trials: int, defaults: Any
+        self,
+        study: Study,
+        stage: str,
+        objective: Callable[[Trial], Any],
+        n_trials: int,
+        defaults: Any,
     ) -> None:
-        optuna = import_optuna()
-        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        done = len(study.get_trials(deepcopy=False, states=states))
-        remaining = int(n_trials) - done
-        if remaining <= 0:
-            return  # a finished study: resuming it runs nothing
-        if self.enqueue_defaults and defaults is not None:
-            study.enqueue_trial(defaults, skip_if_exists=True)
-        study.optimize(
-            objective,
-            n_trials=remaining,
+        """Run ``study`` until it holds ``n_trials`` finished trials, all workers together."""
+        if self.enqueue_defaults and defaults is not None and self._created.get(stage):
+            study.enqueue_trial(defaults)  # the creator only: the defaults run once per study
+        budget = TrialBudget(
+            study,
+            int(n_trials),
+            mode=heartbeat_mode(self._storage_obj, self.heartbeat_interval),
+            heartbeat_interval=self.heartbeat_interval,
+            grace_period=self.grace_period,
             timeout=self.timeout,
+            max_failures=int(n_trials),
+        )
+        budget.run(
+            objective,
             # Optuna reads -1 as os.cpu_count() trial threads; the budget is the CPUs we may use.
             n_jobs=available_cpus() if int(self.n_jobs) == -1 else int(self.n_jobs),
-            callbacks=[optuna.study.MaxTrialsCallback(int(n_trials), states=states)],
             show_progress_bar=bool(self.show_progress_bar),
         )
 
@@ -439,7 +490,12 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
                 f"`staged=True` but the learner ({type(base).__name__}) has no separate "
                 "nuisance stage to tune first; pass `staged=False`."
             )
-        self._storage_obj = _storage(self.storage)
+        self._storage_obj = open_storage(
+            self.storage,
+            heartbeat_interval=self.heartbeat_interval,
+            grace_period=self.grace_period,
+        )
+        self._created: dict[str, bool] = {}
         ev = search_evaluator(
             self,
             (X, y, w, sample_weight, propensity, groups),
@@ -482,7 +538,7 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
             learner = build(params)
             trial.set_user_attr("learner", type(learner).__name__)
             trial.set_user_attr("worker", worker)
-            with share_threads(workers):  # trials side by side share the thread budget
+            with fit_errors(), share_threads(workers):  # trials side by side share the threads
                 out = ev.run(learner, report=self._reporter(trial, prune_on))
             trial.set_user_attr("scores", _jsonable(out.scores))
             for key in ("fit_time", "score_time", "nuisance_time"):
@@ -498,7 +554,7 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
             defaults = default_params(final_space, choices) if final_space else {}
             if not final_space:
                 n_final = 1  # nothing left to tune: one trial scores the tuned nuisances
-        self._optimize(study, objective, n_final, defaults)
+        self._optimize(study, "final", objective, n_final, defaults)
         self.study_ = study
         self.scoring_ = scoring
         self.nuisance_params_ = frozen
@@ -577,14 +633,14 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
                 trial.set_user_attr("worker", worker)
                 trial.set_user_attr("learner", type(base).__name__)
                 start = time.perf_counter()
-                with share_threads(workers):  # trials side by side share the thread budget
+                with fit_errors(), share_threads(workers):  # side by side: shared threads
                     loss = nstage.loss(model, report=self._reporter(trial, ""))
                 trial.set_user_attr("scores", _jsonable({score: loss}))
                 trial.set_user_attr("fit_time", time.perf_counter() - start)
                 return loss
 
             defaults = default_params(names, choices, list(names)) if names else None
-            self._optimize(study, objective, n_trials, defaults)
+            self._optimize(study, stage, objective, n_trials, defaults)
             frozen.update(_best_trial(study, [direction]).params)
         return frozen
 
@@ -598,6 +654,8 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
                 continue
             for t in study.get_trials(deepcopy=False):
                 attrs = t.user_attrs
+                if DROPPED_ATTR in attrs:
+                    continue  # a race between workers, not a candidate
                 scores = attrs.get("scores", {})
                 params = {k: v for k, v in t.params.items() if k != LEARNER_KEY}
                 param_names.extend(k for k in params if k not in param_names)
@@ -617,6 +675,7 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
                         "final_fits": attrs.get("final_fits"),
                         "duration": duration,
                         "worker": attrs.get("worker"),
+                        "error": attrs.get(ERROR_ATTR),
                     }
                 )
         return results_frame(records, param_names, X)
@@ -660,10 +719,16 @@ def _best_trial(study: Study, directions: list[str]) -> FrozenTrial:
     optuna = import_optuna()
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
+        errors = [
+            t.user_attrs[ERROR_ATTR]
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+            if ERROR_ATTR in t.user_attrs
+        ]
+        first = f" The first error: {errors[0]}." if errors else ""
         raise RuntimeError(
             f"The study {study.study_name!r} has no complete trial: every trial failed or was "
-            "pruned. Look at `study.trials` for the errors; widen the search space or raise "
-            "`n_trials`."
+            f"pruned.{first} Look at the `error` user attribute of `study.trials`; fix the "
+            "search space or raise `n_trials`."
         )
     if len(directions) == 1:
         return study.best_trial
