@@ -1,4 +1,4 @@
-"""Command line: ``metalearn demo``, ``metalearn fit`` and ``metalearn tune``.
+"""Command line: ``metalearn demo``, ``fit``, ``predict`` and ``tune``.
 
 ``metalearn demo`` is a tour on a simulated randomized retention experiment
 whose true effects are known: it fits every learner and prints a comparison
@@ -9,21 +9,47 @@ the features that drive the DR-learner's estimated effect (mean |SHAP|),
 each estimate beside the simulator's truth.
 ``metalearn fit --data FILE --outcome COL --treatment COL`` fits a learner on
 a CSV or Parquet file by cross-fitting, prints the average effect and a
-summary of the per-row effects, and (with ``--out``) writes the out-of-fold
-effect of every row.
+summary of the per-row effects, (with ``--out``) writes the out-of-fold
+effect of every row and (with ``--save``) saves the fitted learner with the
+feature schema it needs.
+``metalearn predict --model FILE --data FILE --out FILE`` loads a saved
+learner, checks the new file's feature columns against the saved schema and
+writes the effect of every new row.
 ``metalearn tune --data FILE --outcome COL --treatment COL --n-trials N``
 tunes the learner's LightGBM models with Optuna on CATE losses (resumable
-through ``--storage``), prints the best settings and (with ``--out``) writes
-the out-of-fold effects of the best settings.
-Bad input exits with status 2 and one line on stderr.
+through ``--storage``), prints the best settings, writes them as JSON
+(``--best-params``) and (with ``--out``) writes the out-of-fold effects of
+the best settings. When stderr is not a terminal it gets one line per
+finished trial.
+
+``--propensity`` gives the known propensity of a randomized design (a number
+for two variants, or column(s)); ``--features`` lists the features (by
+default every other column, with a warning for columns that look like
+identifiers). A numeric treatment with many distinct values is refused as
+continuous.
+
+Outputs are safe to point at real files: an existing ``--out``, ``--save``
+or ``--best-params`` file is only replaced with ``--force``; the input files
+are never overwritten (not even with ``--force``); a symbolic link at an
+output path is refused; files are written under a temporary name and moved
+into place; CSV cells that a spreadsheet would read as a formula (text
+starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) get a
+leading ``'``.
+Bad input exits with status 2 and one line on stderr (warnings before it
+start with ``metalearn: warning:``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import secrets
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -343,6 +369,143 @@ def _check_columns(df: Any, names: Sequence[str], option: str, path: Path) -> No
         )
 
 
+def _column_list(values: Sequence[str] | None, columns: Sequence[str]) -> list[str]:
+    """Column names given as separate words and/or comma-separated (``a,b c``).
+
+    A word that is itself a column name is kept whole (a name with a comma).
+    """
+    out: list[str] = []
+    for value in values or []:
+        if value in columns:
+            out.append(value)
+        else:
+            out.extend(part.strip() for part in value.split(",") if part.strip())
+    return list(dict.fromkeys(out))
+
+
+def _warn(message: str) -> None:
+    print(f"metalearn: warning: {message}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------ outputs
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (after symbolic links, or one inode: a hard link)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def _check_output(
+    value: str | None, option: str, inputs: dict[str, Path], force: bool
+) -> Path | None:
+    """Refuse an output path that would replace an input, a link or (without --force) a file."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_symlink():
+        raise ValueError(
+            f"{option}: {value!r} is a symbolic link; metalearn does not write through links. "
+            "Give the path of a regular file."
+        )
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{option}: directory {str(path.parent)!r} does not exist.")
+    if path.is_dir():
+        raise ValueError(f"{option}: {value!r} is a directory; give a file path.")
+    for source, src in inputs.items():
+        if _same_file(path, src):
+            raise ValueError(
+                f"{option}: {value!r} is the {source} file; metalearn never overwrites its "
+                "input (not even with --force). Choose another file."
+            )
+    if path.exists() and not force:
+        raise ValueError(f"{option}: {value!r} exists; pass --force to replace it.")
+    return path
+
+
+def _check_outputs(args: argparse.Namespace, inputs: dict[str, Path]) -> dict[str, Path]:
+    """Check every output path of the command before any work: {option: path}."""
+    force = bool(getattr(args, "force", False))
+    wanted = {"--out": getattr(args, "out", None)}
+    if getattr(args, "save", None) is not None:
+        wanted["--save"] = args.save
+    if hasattr(args, "best_params"):
+        wanted["--best-params"] = _best_params_path(args)
+    if wanted["--out"] is not None:
+        _file_kind(Path(wanted["--out"]), "--out")
+    outputs: dict[str, Path] = {}
+    for option, value in wanted.items():
+        path = _check_output(value, option, inputs, force)
+        if path is None:
+            continue
+        for other, seen in outputs.items():
+            if _same_file(path, seen):
+                raise ValueError(f"{option} and {other} name the same file; give two files.")
+        outputs[option] = path
+    return outputs
+
+
+def _write_new(path: Path, option: str, force: bool, write: Callable[[Path], object]) -> None:
+    """``write`` a temporary file beside ``path``, then move it into place.
+
+    Without ``force`` the move is a hard link, which fails if ``path`` appeared
+    meanwhile: an existing file is never replaced. A symbolic link at ``path``
+    is replaced itself (never followed); the checks refuse one beforehand.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        write(tmp)
+        if force:
+            os.replace(tmp, path)
+            return
+        exists = ValueError(f"{option}: {str(path)!r} exists; pass --force to replace it.")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise exists from None
+        except OSError:  # a file system without hard links
+            if path.exists() or path.is_symlink():
+                raise exists from None
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _escape_formulas(frame: Any) -> Any:
+    """Text cells (and column names) a spreadsheet would run as formulas, with a leading ``'``.
+
+    OWASP's advice against CSV injection; numeric columns are left as they are.
+    """
+    import polars as pl
+
+    exprs = []
+    for name, dtype in frame.schema.items():
+        if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
+            col = pl.col(name).cast(pl.String)
+            risky = pl.any_horizontal([col.str.starts_with(c) for c in _FORMULA_START])
+            exprs.append(pl.when(risky).then(pl.lit("'") + col).otherwise(col).alias(name))
+    if exprs:
+        frame = frame.with_columns(exprs)
+    renamed = {c: "'" + c for c in frame.columns if c.startswith(_FORMULA_START)}
+    return frame.rename(renamed) if renamed else frame
+
+
+def _write_table(frame: Any, path: Path, force: bool) -> None:
+    """A frame to ``--out`` as CSV (formula-like text escaped) or Parquet."""
+    if _file_kind(path, "--out") == "csv":
+        escaped = _escape_formulas(frame)
+        _write_new(path, "--out", force, escaped.write_csv)
+    else:
+        _write_new(path, "--out", force, frame.write_parquet)
+
+
+# --------------------------------------------------------------------- data
 def _parse_control(value: str, w: Any, treatment: str) -> Any:
     import polars as pl
 
@@ -367,18 +530,179 @@ def _parse_control(value: str, w: Any, treatment: str) -> Any:
     return parsed
 
 
-def _prepare_data(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, list[str], Any]:
-    """Read the file and check the columns: (frame, X, y, w, features, groups)."""
+# A treatment column is read as continuous (not a few variants) with more distinct
+# non-integer values than this, or with more distinct values than
+# _CONTINUOUS_SHARE of the rows and than _MAX_FLOAT_LEVELS (float) / _MAX_LEVELS (integer).
+_MAX_LEVELS = 20
+_MAX_FLOAT_LEVELS = 10
+_CONTINUOUS_SHARE = 0.1
+
+
+def _check_discrete(w: Any, treatment: str) -> None:
+    """Refuse a numeric treatment that looks continuous, with a message that says what to do."""
+    if not w.dtype.is_numeric():
+        return
+    levels = w.unique()
+    distinct = levels.len()
+    fractional = 0
+    if w.dtype.is_float():
+        fractional = levels.filter(levels != levels.floor()).len()
+    limit = _MAX_FLOAT_LEVELS if w.dtype.is_float() else _MAX_LEVELS
+    if fractional > _MAX_LEVELS or (distinct > limit and distinct > _CONTINUOUS_SHARE * w.len()):
+        raise ValueError(
+            f"--treatment: metalearn estimates effects of discrete treatment variants; column "
+            f"{treatment!r} has {distinct:,} distinct values from {levels.min():.4g} to "
+            f"{levels.max():.4g} (looks continuous): bin it into a few levels (e.g. with "
+            "polars' Expr.cut or pandas.cut) and pass the binned column as --treatment."
+        )
+
+
+_ID_NAME = re.compile(r"(^id$|_id$|^id_|uuid|key)", re.IGNORECASE)
+_ID_MIN_ROWS = 20  # fewer rows: distinct values prove nothing
+
+
+def _id_like(df: Any, features: Sequence[str]) -> list[str]:
+    """Feature columns that look like row identifiers: by name, or all values distinct."""
+    import polars as pl
+
+    found = []
+    for name in features:
+        s = df.get_column(name)
+        text = s.dtype in (pl.String, pl.Categorical) or isinstance(s.dtype, pl.Enum)
+        if _ID_NAME.search(name):
+            found.append(f"{name!r} (its name)")
+        elif (
+            (s.dtype.is_integer() or text)
+            and s.len() >= _ID_MIN_ROWS
+            and s.null_count() == 0
+            and s.n_unique() == s.len()
+        ):
+            kind = "integers" if s.dtype.is_integer() else "strings"
+            found.append(f"{name!r} (all {s.len():,} values are distinct {kind})")
+    return found
+
+
+@dataclass
+class _Data:
+    """The checked input of ``fit`` and ``tune``."""
+
+    df: Any  # the whole file
+    X: Any  # the feature columns
+    y: np.ndarray
+    w: Any  # the treatment column (a Series)
+    features: list[str]
+    groups: Any
+    control: Any  # --control parsed (None: the learner's default)
+    control_value: Any  # the control variant the learner will use
+    ids: list[str]
+    propensity: np.ndarray | None  # (n, K) known propensities, or None
+    propensity_text: str | None  # how --propensity was read, for the summary
+    warnings: list[str]
+
+
+def _propensity_columns(spec: str | None, columns: Sequence[str]) -> list[str]:
+    """The columns ``--propensity`` names ([] for a number or no option)."""
+    if spec is None:
+        return []
+    if spec in columns:
+        return [spec]
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if len(parts) == 1:
+        try:
+            float(parts[0])
+        except ValueError:
+            pass
+        else:
+            return []
+    return parts
+
+
+def _parse_propensity(
+    spec: str, cols: list[str], df: Any, w: Any, control: Any, path: Path
+) -> tuple[np.ndarray, str]:
+    """``--propensity`` as an (n, K) matrix over the sorted variants, and a description."""
+    import polars as pl
+
+    from metalearn._core.validation import control_index, encode_treatment
+
+    variants = encode_treatment(w, len(w)).variants
+    k, n = len(variants), len(w)
+    c = control_index(variants, control)
+    labels = ", ".join(map(str, variants.tolist()))
+    if not cols:
+        p = float(spec)
+        if not 0 < p < 1:
+            raise ValueError(
+                f"--propensity: {spec!r} must be a probability strictly between 0 and 1 (the "
+                "known share of treated rows)."
+            )
+        if k != 2:
+            raise ValueError(
+                f"--propensity: a number is P(treated) of a two-variant experiment, but the "
+                f"treatment has {k} variants ({labels}); give {k} comma-separated columns, one "
+                "probability per variant in this order."
+            )
+        probs = np.where(np.arange(2) == c, 1 - p, p)
+        treated = variants[1 - c]
+        return np.tile(probs, (n, 1)), f"known, P({treated}) = {p:g} for every row"
+    _check_columns(df, cols, "--propensity", path)
+    if not (len(cols) == k or (k == 2 and len(cols) == 1)):
+        raise ValueError(
+            f"--propensity: the treatment has {k} variants ({labels}); give "
+            + ("one column holding P(treated) or " if k == 2 else "")
+            + f"{k} comma-separated columns, one probability per variant in this order; got "
+            f"{len(cols)} column(s)."
+        )
+    values = []
+    for name in cols:
+        s = df.get_column(name)
+        if not s.dtype.is_numeric():
+            raise ValueError(f"--propensity: column {name!r} must be numeric; got {s.dtype}.")
+        v = s.cast(pl.Float64).to_numpy()
+        bad = int(np.sum(~np.isfinite(v) | (v <= 0) | (v >= 1)))
+        if bad:
+            raise ValueError(
+                f"--propensity: column {name!r} has {bad:,} values that are missing or not "
+                "strictly between 0 and 1; propensities must be."
+            )
+        values.append(v)
+    if len(cols) == 1:
+        p = values[0]
+        treated = variants[1 - c]
+        matrix = np.where(np.arange(2)[None, :] == c, 1 - p[:, None], p[:, None])
+        return matrix, f"known, P({treated}) from column {cols[0]!r}"
+    matrix = np.column_stack(values)
+    off = np.abs(matrix.sum(axis=1) - 1) > 1e-6
+    if off.any():
+        raise ValueError(
+            f"--propensity: the columns {', '.join(map(repr, cols))} must sum to 1 in every "
+            f"row; {int(off.sum()):,} rows do not (first: row {int(np.argmax(off))})."
+        )
+    return matrix, f"known, columns {', '.join(map(repr, cols))} for {labels}"
+
+
+def _input_paths(args: argparse.Namespace) -> dict[str, Path]:
+    """The files a command reads, which its outputs must never replace."""
+    inputs = {"--data": Path(args.data)}
+    if getattr(args, "model", None) is not None:
+        inputs["--model"] = Path(args.model)
+    spec = getattr(args, "storage", None)
+    if spec is not None:
+        if "://" not in spec:
+            inputs["--storage"] = Path(spec)
+        elif spec.startswith("sqlite:///"):
+            inputs["--storage"] = Path(spec[len("sqlite:///") :])
+    return inputs
+
+
+def _prepare_data(args: argparse.Namespace) -> _Data:
+    """Check the output paths, read the file and check the columns and the treatment."""
     import polars as pl
 
     path = Path(args.data)
-    if args.out is not None:
-        out = Path(args.out)
-        _file_kind(out, "--out")
-        if not out.parent.is_dir():
-            raise FileNotFoundError(f"--out: directory {str(out.parent)!r} does not exist.")
+    _check_outputs(args, _input_paths(args))
     df = _read_data(path)
-    ids = list(args.id_columns or [])
+    ids = _column_list(args.id_columns, df.columns)
     _check_columns(df, [args.outcome], "--outcome", path)
     _check_columns(df, [args.treatment], "--treatment", path)
     _check_columns(df, ids, "--id-columns", path)
@@ -386,18 +710,34 @@ def _prepare_data(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, list[st
         _check_columns(df, [args.groups], "--groups", path)
     if args.outcome == args.treatment:
         raise ValueError("--outcome and --treatment name the same column; they must differ.")
+    prop_cols = _propensity_columns(args.propensity, df.columns)
     reserved = {args.outcome, args.treatment} | ({args.groups} - {None})
+    warnings = []
     if args.features:
-        _check_columns(df, args.features, "--features", path)
-        clash = [c for c in args.features if c in reserved]
+        features = _column_list(args.features, df.columns)
+        _check_columns(df, features, "--features", path)
+        clash = [c for c in features if c in reserved]
         if clash:
             raise ValueError(
                 f"--features: {', '.join(map(repr, clash))} is the outcome, the treatment or "
                 "the groups column; leave it out of the features."
             )
-        features = list(dict.fromkeys(args.features))
+        clash = [c for c in features if c in prop_cols]
+        if clash:
+            raise ValueError(
+                f"--features: {', '.join(map(repr, clash))} is a --propensity column; leave it "
+                "out of the features."
+            )
     else:
-        features = [c for c in df.columns if c not in reserved and c not in ids]
+        skip = reserved | set(ids) | set(prop_cols)
+        features = [c for c in df.columns if c not in skip]
+        suspects = _id_like(df, features)
+        if suspects:
+            warnings.append(
+                f"column(s) {', '.join(suspects)} look like row identifiers but are used as "
+                "features; pass --id-columns to copy them to the output instead, or --features "
+                "to list the features."
+            )
     if not features:
         raise ValueError(
             f"No feature columns left in {str(path)!r} besides the outcome, treatment and id "
@@ -426,11 +766,18 @@ def _prepare_data(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, list[st
             f"--treatment: column {args.treatment!r} has {w.null_count()} missing values; drop "
             "those rows."
         )
+    _check_discrete(w, args.treatment)
     if w.n_unique() < 2:
         raise ValueError(
             f"--treatment: column {args.treatment!r} has a single value "
             f"({w.head(1).to_list()[0]!r}); estimating an effect needs at least two "
             "(a control and a treatment)."
+        )
+    control = None if args.control is None else _parse_control(args.control, w, args.treatment)
+    propensity, propensity_text = None, None
+    if args.propensity is not None:
+        propensity, propensity_text = _parse_propensity(
+            args.propensity, prop_cols, df, w, control, path
         )
     groups = None
     if args.groups is not None:
@@ -440,7 +787,20 @@ def _prepare_data(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, list[st
                 f"--groups: column {args.groups!r} has {groups.null_count()} missing values; "
                 "give every row a group."
             )
-    return df, df.select(features), y.to_numpy(), w, features, groups
+    return _Data(
+        df=df,
+        X=df.select(features),
+        y=y.to_numpy(),
+        w=w,
+        features=features,
+        groups=groups,
+        control=control,
+        control_value=_resolved_control(control, w),
+        ids=ids,
+        propensity=propensity,
+        propensity_text=propensity_text,
+        warnings=warnings,
+    )
 
 
 def _ci_text(effect: Any) -> str:
@@ -455,116 +815,313 @@ def _ci_text(effect: Any) -> str:
     )
 
 
-def _build_learner(args: argparse.Namespace, w: Any) -> Any:
-    """The ``--learner`` with default LightGBM base models and the shared settings."""
+def _build_learner(args: argparse.Namespace, data: _Data) -> Any:
+    """The ``--learner`` with default LightGBM base models and the shared settings.
 
-    control = None if args.control is None else _parse_control(args.control, w, args.treatment)
+    With a known ``--propensity`` no propensity model is fitted (nor tuned).
+    """
     from metalearn.learners.base import learner_registry
 
     cls = learner_registry()[args.learner]
     params = cls().get_params(deep=False)
+    names = ["outcome_model", "effect_model"]
+    if data.propensity is None:
+        names.insert(1, "propensity_model")
     models = {
         name: _default_model("clf" if name == "propensity_model" else "reg")
-        for name in ("outcome_model", "propensity_model", "effect_model")
+        for name in names
         if name in params
     }
     return cls(
         **models,
-        control=control,
+        control=data.control,
         n_folds=args.n_folds,
         n_jobs=args.n_jobs,
         random_state=args.seed,
     )
 
 
-def _out_of_fold(
-    learner: Any, X: Any, y: Any, w: Any, progress: bool, groups: Any = None
-) -> tuple[np.ndarray, float]:
+def _out_of_fold(learner: Any, data: _Data, progress: bool) -> tuple[np.ndarray, float]:
     """``learner.fit_predict`` as (n_rows, n_effects) and its time in seconds."""
     from metalearn._core.progress import progress as report
 
     t0 = time.perf_counter()
     with report(progress):
-        tau = np.asarray(learner.fit_predict(X, y, w, groups=groups))
-    return tau.reshape(len(y), -1), time.perf_counter() - t0
+        tau = np.asarray(
+            learner.fit_predict(
+                data.X, data.y, data.w, propensity=data.propensity, groups=data.groups
+            )
+        )
+    return tau.reshape(len(data.y), -1), time.perf_counter() - t0
 
 
-def _resolved_control(learner: Any, w: Any) -> Any:
-    """The control variant ``learner`` will use on ``w`` (its ``control_`` after fitting)."""
+def _resolved_control(control: Any, w: Any) -> Any:
+    """The control variant a learner with ``control`` will use on ``w``."""
     from metalearn._core.validation import control_index, encode_treatment
 
     variants = encode_treatment(w, len(w)).variants
-    return variants[control_index(variants, learner.control)]
+    return variants[control_index(variants, control)]
 
 
-def _print_data(
-    args: argparse.Namespace, y: Any, w: Any, features: list[str], control: Any
-) -> None:
+def _print_data(args: argparse.Namespace, data: _Data) -> None:
+    w, control = data.w, data.control_value
     counts = w.value_counts().sort(w.name)
     arms = "; ".join(
         f"{v}{' (control)' if v == control else ''}: {n:,} rows"
         for v, n in zip(counts[w.name].to_list(), counts["count"].to_list(), strict=True)
     )
-    print(f"data: {args.data}, {len(y):,} rows, {len(features)} features")
+    print(f"data: {args.data}, {len(data.y):,} rows, {len(data.features)} features")
     print(f"treatment {args.treatment!r}: {arms}")
-    print(f"outcome {args.outcome!r}: mean {float(np.mean(y)):.4g}")
+    print(f"outcome {args.outcome!r}: mean {float(np.mean(data.y)):.4g}")
+    if data.propensity_text is not None:
+        print(f"propensity: {data.propensity_text} (no propensity model is fitted)")
 
 
-def _print_effects(
-    learner: Any, tau: np.ndarray, X: Any, y: Any, w: Any, groups: Any = None
-) -> None:
+def _print_quantiles(label: str, col: np.ndarray) -> None:
+    p10, p50, p90 = np.quantile(col, [0.1, 0.5, 0.9])
+    print(
+        f"CATE {label}: positive for {float(np.mean(col > 0)):.1%} of rows; "
+        f"10/50/90% quantiles {p10:.4g}, {p50:.4g}, {p90:.4g}"
+    )
+
+
+def _print_effects(learner: Any, tau: np.ndarray, data: _Data) -> None:
     """The average effect (AIPW from the learner's cross-fitted nuisances; plug-in for the
     S-learner) and a summary of the out-of-fold effects of each variant."""
-    nuis = learner._uses_nuisance
-    effects = learner.ate(X, y, w, groups=groups) if nuis else learner.ate()
+    if learner._uses_nuisance:
+        effects = learner.ate(
+            data.X, data.y, data.w, propensity=data.propensity, groups=data.groups
+        )
+    else:
+        effects = learner.ate()
     effects = list(effects) if isinstance(effects, tuple) else [effects]
     for j, effect in enumerate(effects):
-        col = tau[:, j]
-        p10, p50, p90 = np.quantile(col, [0.1, 0.5, 0.9])
         label = f"{effect.variant} vs {effect.control}"
         print(f"ATE {label}: {_ci_text(effect)}")
-        print(
-            f"CATE {label}: positive for {float(np.mean(col > 0)):.1%} of rows; "
-            f"10/50/90% quantiles {p10:.4g}, {p50:.4g}, {p90:.4g}"
-        )
+        _print_quantiles(label, tau[:, j])
 
 
-def _write_effects(args: argparse.Namespace, df: Any, tau: np.ndarray, names: list[str]) -> None:
-    """Write the id columns (or a row number) and one column per effect to ``--out``."""
+def _effects_frame(df: Any, ids: list[str], tau: np.ndarray, names: list[str]) -> Any:
+    """The id columns (or a row number) first, then one column per effect."""
     import polars as pl
 
-    ids = list(args.id_columns or [])
     keep = df.select(ids) if ids else pl.DataFrame({"row": np.arange(tau.shape[0])})
-    result = keep.with_columns(pl.Series(name, tau[:, j]) for j, name in enumerate(names))
-    out = Path(args.out)
-    if _file_kind(out, "--out") == "csv":
-        result.write_csv(out)
-    else:
-        result.write_parquet(out)
+    return keep.with_columns(pl.Series(name, tau[:, j]) for j, name in enumerate(names))
+
+
+def _write_effects(
+    args: argparse.Namespace, data: _Data, tau: np.ndarray, names: list[str]
+) -> None:
+    """Write the id columns (or a row number) and one column per effect to ``--out``."""
+    result = _effects_frame(data.df, data.ids, tau, names)
+    _write_table(result, Path(args.out), bool(args.force))
     print(f"out-of-fold effects written to {args.out} (columns: {', '.join(result.columns)})")
 
 
+# ------------------------------------------------------------- saved models
+_MODEL_FORMAT = "metalearn.cli model"
+_MODEL_FORMAT_VERSION = 1
+# The first bytes of a model file, before the joblib pickle: a file without them is
+# refused before anything is unpickled.
+_MODEL_MAGIC = b"metalearn model\n"
+
+
+def _version() -> str:
+    import metalearn
+
+    return str(metalearn.__version__)
+
+
+def _dtype_kind(dtype: Any) -> str:
+    """What a feature column's type means to the learner: numbers, categories or other."""
+    import polars as pl
+
+    if dtype.is_numeric() or dtype == pl.Boolean:
+        return "numeric"
+    if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
+        return "categorical"
+    return str(dtype)
+
+
+def _save_model(args: argparse.Namespace, data: _Data, learner: Any) -> None:
+    """Write the fitted learner and what ``predict`` needs to check new files (joblib)."""
+    import datetime
+
+    import joblib
+
+    schema = data.X.schema
+    bundle = {
+        "format": _MODEL_FORMAT,
+        "format_version": _MODEL_FORMAT_VERSION,
+        "metalearn_version": _version(),
+        "python_version": sys.version.split()[0],
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "learner_name": args.learner,
+        "learner_class": type(learner).__name__,
+        "learner": learner,
+        "features": list(data.features),
+        "dtypes": {c: str(schema[c]) for c in data.features},
+        "kinds": {c: _dtype_kind(schema[c]) for c in data.features},
+        "outcome": args.outcome,
+        "treatment": args.treatment,
+        "variants": np.asarray(learner.variants_).tolist(),
+        "control": np.asarray(learner.control_).tolist(),
+        "effect_names": learner._effect_names(),
+        "effect_labels": [
+            f"{learner.variants_[k]} vs {learner.control_}" for k in learner._treated_codes
+        ],
+        "id_columns": list(data.ids),
+        "propensity": args.propensity,
+        "groups": args.groups,
+        "data": str(args.data),
+        "n_rows": len(data.y),
+    }
+
+    def write(tmp: Path) -> None:
+        with tmp.open("xb") as fh:
+            fh.write(_MODEL_MAGIC)
+            joblib.dump(bundle, fh, compress=3)
+
+    _write_new(Path(args.save), "--save", bool(args.force), write)
+    print(
+        f"model saved to {args.save} ({args.learner}-learner, {len(data.features)} features; "
+        f"predict with: metalearn predict --model {args.save} --data NEW_FILE --out FILE)"
+    )
+
+
+def _load_model(path: Path) -> dict[str, Any]:
+    """A file of ``fit --save``, checked; a model of another metalearn version warns."""
+    import joblib
+
+    if not path.is_file():
+        raise FileNotFoundError(f"--model: no such file: {str(path)!r}.")
+    not_model = (
+        f"--model: {str(path)!r} is not a metalearn model (a file written by `metalearn fit "
+        "--save`)"
+    )
+    with path.open("rb") as fh:
+        if fh.read(len(_MODEL_MAGIC)) != _MODEL_MAGIC:
+            raise ValueError(f"{not_model}: it lacks the model file header; nothing was loaded.")
+        try:
+            bundle = joblib.load(fh)
+        except Exception as exc:  # unpickling a damaged file raises anything
+            text = str(exc).strip()
+            first = text.splitlines()[0][:200] if text else ""
+            raise ValueError(
+                f"--model: {str(path)!r} could not be loaded ({type(exc).__name__}: {first}); "
+                "the file is damaged, or was saved with packages this environment lacks."
+            ) from exc
+    if not isinstance(bundle, dict) or bundle.get("format") != _MODEL_FORMAT:
+        raise ValueError(f"{not_model}: it holds a {type(bundle).__name__}.")
+    if int(bundle.get("format_version", 0)) > _MODEL_FORMAT_VERSION:
+        raise ValueError(
+            f"--model: {str(path)!r} was saved by metalearn {bundle.get('metalearn_version')} "
+            f"in a newer format (version {bundle.get('format_version')}); upgrade metalearn."
+        )
+    saved = bundle.get("metalearn_version")
+    if saved != _version():
+        _warn(
+            f"{str(path)!r} was saved by metalearn {saved}; this is metalearn {_version()}. "
+            "Its predictions may differ or fail: refit it with this version if in doubt."
+        )
+    return bundle
+
+
+def _predict_features(bundle: dict[str, Any], df: Any, path: Path) -> Any:
+    """The saved feature columns of ``df``, checked against the saved types."""
+    import polars as pl
+
+    features: list[str] = bundle["features"]
+    missing = [c for c in features if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"--data: {str(path)!r} lacks the feature column(s) "
+            f"{', '.join(map(repr, missing))} that the model was fitted on (its features: "
+            f"{', '.join(features)})."
+        )
+    changed = []
+    columns = []
+    for name in features:
+        s = df.get_column(name)
+        kind, saved = _dtype_kind(s.dtype), bundle["kinds"][name]
+        if s.null_count() == s.len():  # an empty column reads as any type
+            s = s.cast(pl.String if saved == "categorical" else pl.Float64)
+        elif kind != saved:
+            changed.append(f"{name!r} was {saved} ({bundle['dtypes'][name]}), now {s.dtype}")
+        columns.append(s)
+    if changed:
+        raise ValueError(
+            f"--data: column type(s) changed since the model was fitted: {'; '.join(changed)}. "
+            "Give the columns their training types."
+        )
+    return pl.DataFrame(columns)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    data_path, model_path = Path(args.data), Path(args.model)
+    _file_kind(data_path, "--data")
+    _check_outputs(args, _input_paths(args))
+    bundle = _load_model(model_path)
+    df = _read_data(data_path)
+    if args.id_columns:
+        ids = _column_list(args.id_columns, df.columns)
+        _check_columns(df, ids, "--id-columns", data_path)
+    else:  # the id columns of the fit, when the new file has them
+        saved_ids = list(bundle.get("id_columns") or [])
+        ids = saved_ids if all(c in df.columns for c in saved_ids) else []
+    X = _predict_features(bundle, df, data_path)
+    known = set(bundle["features"]) | set(ids)
+    known |= {bundle.get("outcome"), bundle.get("treatment"), bundle.get("groups")}
+    known |= set(_propensity_columns(bundle.get("propensity"), df.columns))
+    extra = [c for c in df.columns if c not in known]
+    learner = bundle["learner"]
+    t0 = time.perf_counter()
+    tau = np.asarray(learner.predict(X)).reshape(df.height, -1)
+    elapsed = time.perf_counter() - t0
+    names = list(bundle["effect_names"])
+    print(
+        f"model: {args.model} ({bundle['learner_name']}-learner fitted on "
+        f"{bundle.get('n_rows', '?'):,} rows of {bundle.get('data')}, metalearn "
+        f"{bundle.get('metalearn_version')})"
+    )
+    print(
+        f"data: {args.data}, {df.height:,} rows, {len(bundle['features'])} features "
+        f"({elapsed:.1f} s)"
+    )
+    if extra:
+        shown = ", ".join(extra[:10]) + (", ..." if len(extra) > 10 else "")
+        print(f"ignored {len(extra)} column(s) the model does not use: {shown}")
+    for j, label in enumerate(bundle["effect_labels"]):
+        print(f"mean CATE {label}: {float(np.mean(tau[:, j])):.4g}")
+        _print_quantiles(label, tau[:, j])
+    result = _effects_frame(df, ids, tau, names)
+    _write_table(result, Path(args.out), bool(args.force))
+    print(f"effects written to {args.out} (columns: {', '.join(result.columns)})")
+    return 0
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
-    df, X, y, w, features, groups = _prepare_data(args)
-    learner = _build_learner(args, w)
-    tau, elapsed = _out_of_fold(learner, X, y, w, _progress_on(args), groups)
+    data = _prepare_data(args)
+    learner = _build_learner(args, data)
+    for message in data.warnings:
+        _warn(message)
+    tau, elapsed = _out_of_fold(learner, data, _progress_on(args))
     print(
         f"{args.learner}-learner, LightGBM base models, {args.n_folds}-fold cross-fitting "
         f"({elapsed:.1f} s)"
     )
-    _print_data(args, y, w, features, learner.control_)
-    _print_effects(learner, tau, X, y, w, groups)
+    _print_data(args, data)
+    _print_effects(learner, tau, data)
+    if args.save is not None:
+        _save_model(args, data, learner)
     if args.out is None:
         print("(pass --out effects.parquet to save the out-of-fold effects of every row)")
         return 0
-    _write_effects(args, df, tau, learner._effect_names())
+    _write_effects(args, data, tau, learner._effect_names())
     return 0
 
 
 # --------------------------------------------------------------------- tune
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
 def _check_positive(value: int | None, option: str) -> None:
     if value is not None and value < 1:
         raise ValueError(f"{option}: must be a positive number of trials; got {value}.")
@@ -573,42 +1130,12 @@ def _check_positive(value: int | None, option: str) -> None:
 def _open_storage(spec: str | None) -> Any:
     """The Optuna storage of ``--storage``: in memory, a database URL or a journal file.
 
-    The storage is opened and read here, so that a bad URL or path fails
-    before any fitting.
+    The storage is checked, opened and read here (by the function the
+    searches use), so that a bad URL or path fails before any fitting.
     """
-    if spec is None:
-        return None
-    import optuna
+    from metalearn.tuning._storage import open_storage
 
-    if "://" not in spec:
-        path = Path(spec)
-        if path.is_dir():
-            raise ValueError(f"--storage: {spec!r} is a directory; give a journal file path.")
-        if not path.parent.is_dir():
-            raise FileNotFoundError(
-                f"--storage: directory {str(path.parent)!r} of the journal file does not exist."
-            )
-        if path.is_file():
-            with path.open("rb") as fh:
-                if fh.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC:
-                    raise ValueError(
-                        f"--storage: {spec!r} is an SQLite database, not a journal file; pass "
-                        f"it as a URL: sqlite:///{path}"
-                    )
-    storage: Any
-    try:
-        if "://" in spec:
-            storage = optuna.storages.RDBStorage(spec)
-        else:
-            from optuna.storages.journal import JournalFileBackend
-
-            storage = optuna.storages.JournalStorage(JournalFileBackend(spec))
-        optuna.study.get_all_study_names(storage)
-    except Exception as exc:  # any driver's error: a bad URL, a missing driver, no access
-        text = str(exc).strip()
-        first = text.splitlines()[0] if text else type(exc).__name__
-        raise ValueError(f"--storage: could not open {spec!r}: {first}") from exc
-    return storage
+    return open_storage(spec, label="--storage", heartbeat_interval=60)
 
 
 def _finished(study: Any) -> int:
@@ -653,6 +1180,184 @@ def _value_text(value: Any) -> str:
     return str(value)
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+class _TrialLines:
+    """One stderr line per finished trial of a search, for logs (stderr not a terminal).
+
+    A thread reads the search's studies from its storage every ``interval``
+    seconds and writes ``metalearn: study 'metalearn:final': trial 7/40 done,
+    best r_loss 1.234, elapsed 1 min 05 s`` for each trial that finished since;
+    when no trial finished for ``heartbeat`` seconds it says it is still
+    running. Trials loaded from the storage at the start are not reported.
+    :meth:`stop` reports the last ones.
+    """
+
+    def __init__(
+        self,
+        storage: Any,
+        targets: dict[str, tuple[int, str | None]],  # study name -> (n_trials, score name)
+        *,
+        interval: float = 1.0,
+        heartbeat: float = 30.0,
+    ) -> None:
+        import optuna
+
+        self._storage = storage
+        self._targets = targets
+        self._interval = interval
+        self._heartbeat = heartbeat
+        self._finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        self._seen: dict[str, set[int]] = {}
+        self._best: dict[str, float] = {}
+        self._start = time.perf_counter()
+        self._last_line = self._start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metalearn-trials", daemon=True)
+        self._poll(report=False)  # what the storage holds already
+
+    def __enter__(self) -> _TrialLines:
+        self._start = self._last_line = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if exc[0] is None:
+            self._poll(report=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._poll(report=True)
+            except Exception as exc:  # progress is a courtesy: never fail the search
+                _warn(f"progress lines stopped: {type(exc).__name__}: {exc}")
+                return
+            now = time.perf_counter()
+            if now - self._last_line >= self._heartbeat:
+                done = sum(len(s) for s in self._seen.values())
+                self._print(
+                    f"tuning, {_plural(done, 'finished trial')} in all, elapsed "
+                    f"{_duration(now - self._start)}"
+                )
+
+    def _print(self, line: str) -> None:
+        self._last_line = time.perf_counter()
+        print(f"metalearn: {line}", file=sys.stderr, flush=True)
+
+    def _poll(self, report: bool) -> None:
+        import optuna
+
+        for name, (target, score) in self._targets.items():
+            try:
+                study_id = self._storage.get_study_id_from_name(name)
+            except KeyError:
+                continue  # not created yet
+            minimize = (
+                self._storage.get_study_directions(study_id)[0]
+                == optuna.study.StudyDirection.MINIMIZE
+            )
+            trials = self._storage.get_all_trials(study_id, deepcopy=False, states=self._finished)
+            seen = self._seen.setdefault(name, set())
+            new = [t for t in trials if t.number not in seen]
+            new.sort(key=lambda t: (t.datetime_complete is None, t.datetime_complete, t.number))
+            for t in new:
+                seen.add(t.number)
+                if t.state == optuna.trial.TrialState.COMPLETE and t.values:
+                    value = float(t.values[0])
+                    best = self._best.get(name)
+                    if best is None or (value < best if minimize else value > best):
+                        self._best[name] = value
+                    if score is None:
+                        score = next(iter(t.user_attrs.get("scores", {})), "loss")
+                        self._targets[name] = (target, score)
+                if not report:
+                    continue
+                best_text = ""
+                if name in self._best:
+                    best_text = f", best {score or 'loss'} {self._best[name]:.4g}"
+                pruned = " (pruned)" if t.state == optuna.trial.TrialState.PRUNED else ""
+                self._print(
+                    f"study {name!r}: trial {len(seen)}/{target} done{pruned}{best_text}, "
+                    f"elapsed {_duration(time.perf_counter() - self._start)}"
+                )
+
+
+def _lines_on(args: argparse.Namespace) -> bool:
+    """Per-trial progress lines: by default when stderr is not a terminal (logs, CI)."""
+    return args.progress is None and not sys.stderr.isatty()
+
+
+def _trial_targets(args: argparse.Namespace, base: str) -> dict[str, tuple[int, str | None]]:
+    """The studies a search may run, with their trial counts and score names."""
+    from metalearn.tuning.optuna import _STAGES
+
+    nuisance = args.nuisance_trials or args.n_trials
+    targets: dict[str, tuple[int, str | None]] = {base: (args.n_trials, args.scoring)}
+    for stage in _STAGES:
+        if stage == "final":
+            targets[f"{base}:{stage}"] = (args.n_trials, args.scoring)
+        else:
+            targets[f"{base}:{stage}"] = (nuisance, None)
+    return targets
+
+
+def _best_params_path(args: argparse.Namespace) -> str | None:
+    """``--best-params``, or ``<out stem>.best_params.json`` beside ``--out``."""
+    if args.best_params is not None:
+        return str(args.best_params)
+    if args.out is not None:
+        out = Path(args.out)
+        return str(out.with_name(f"{out.stem}.best_params.json"))
+    return None
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _write_best_params(args: argparse.Namespace, search: Any, data: _Data) -> None:
+    import datetime
+
+    path = _best_params_path(args)
+    if path is None:
+        return
+    score = search.best_score_
+    payload = {
+        "metalearn_version": _version(),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "learner": args.learner,
+        "scoring": args.scoring,
+        "best_score": _json_value(score) if not isinstance(score, dict) else score,
+        "best_trial": search.best_trial_.number,
+        "best_params": {k: _json_value(v) for k, v in sorted(search.best_params_.items())},
+        "study_name": args.study_name or "metalearn",
+        "storage": args.storage,
+        "data": str(args.data),
+        "outcome": args.outcome,
+        "treatment": args.treatment,
+        "features": list(data.features),
+        "n_trials": args.n_trials,
+        "nuisance_trials": args.nuisance_trials or args.n_trials,
+    }
+    text = json.dumps(payload, indent=2) + "\n"
+    _write_new(Path(path), "--best-params", bool(args.force), lambda tmp: tmp.write_text(text))
+    print(f"best settings written to {path}")
+
+
 def _cmd_tune(args: argparse.Namespace) -> int:
     from sklearn.base import clone
 
@@ -660,29 +1365,37 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     _check_positive(args.n_trials, "--n-trials")
     _check_positive(args.nuisance_trials, "--nuisance-trials")
-    df, X, y, w, features, groups = _prepare_data(args)
-    learner = _build_learner(args, w)
+    data = _prepare_data(args)
+    learner = _build_learner(args, data)
     storage = _open_storage(args.storage)
     base = args.study_name or "metalearn"
     before = _stored_trials(storage, base)
     progress = _progress_on(args)
+    lines = _lines_on(args)
+    search_storage = storage
+    if lines and search_storage is None:
+        import optuna
+
+        search_storage = optuna.storages.InMemoryStorage()  # one the progress lines can read
     search = ml.MetaLearnerOptunaSearch(
         learner,
         "lightgbm",
         n_trials=args.n_trials,
         nuisance_trials=args.nuisance_trials,
         scoring=args.scoring,
-        storage=storage,
+        storage=search_storage,
         study_name=base,
         load_if_exists=True,
         refit=False,  # `--out` refits the best settings by cross-fitting instead
         random_state=args.seed,
         show_progress_bar=progress,
     )
+    for message in data.warnings:
+        _warn(message)
     t0 = time.perf_counter()
     try:
-        with _quiet_optuna():
-            search.fit(X, y, w, groups=groups)
+        with _quiet_optuna(), _trial_lines(lines, search_storage, _trial_targets(args, base)):
+            search.fit(data.X, data.y, data.w, propensity=data.propensity, groups=data.groups)
     except KeyboardInterrupt:
         kept = "are lost"
         if storage is not None:
@@ -696,8 +1409,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         f"{args.learner}-learner, LightGBM base models tuned with Optuna on the {args.scoring} "
         f"({_plural(n_studies, 'study', 'studies')}, {elapsed:.1f} s)"
     )
-    _print_data(args, y, w, features, _resolved_control(learner, w))
+    _print_data(args, data)
     _print_search(args, search, before)
+    _write_best_params(args, search, data)
     if args.out is None:
         print(
             "(pass --out effects.parquet to refit the best settings by cross-fitting and save "
@@ -707,11 +1421,29 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     # Honest per-row effects come from a cross-fitted fit of the best settings, as in
     # `metalearn fit` (a refit on all rows, the search's `best_estimator_`, has none).
     oof = clone(learner).set_params(**search.best_params_)
-    tau, seconds = _out_of_fold(oof, X, y, w, progress, groups)
+    if lines:
+        print("metalearn: refitting the best settings by cross-fitting", file=sys.stderr)
+    tau, seconds = _out_of_fold(oof, data, progress)
     print(f"best settings refitted by {args.n_folds}-fold cross-fitting ({seconds:.1f} s):")
-    _print_effects(oof, tau, X, y, w, groups)
-    _write_effects(args, df, tau, oof._effect_names())
+    _print_effects(oof, tau, data)
+    _write_effects(args, data, tau, oof._effect_names())
     return 0
+
+
+@contextmanager
+def _trial_lines(
+    on: bool, storage: Any, targets: dict[str, tuple[int, str | None]]
+) -> Iterator[None]:
+    """:class:`_TrialLines` on ``storage`` inside the block when ``on``."""
+    if not on:
+        yield
+        return
+    if isinstance(storage, str):  # a database URL: read it through a connection of our own
+        import optuna
+
+        storage = optuna.storages.RDBStorage(storage)
+    with _TrialLines(storage, targets):
+        yield
 
 
 def _plural(n: int, word: str, words: str | None = None) -> str:
@@ -761,10 +1493,21 @@ def _add_data_arguments(parser: argparse.ArgumentParser, out_help: str) -> None:
         "--features",
         nargs="+",
         metavar="COL",
-        help="feature columns (default: every column but outcome, treatment and id columns)",
+        help="feature columns, separated by spaces or commas (default: every column but the "
+        "outcome, treatment, id, groups and propensity columns, with a warning for columns "
+        "that look like row identifiers)",
     )
     parser.add_argument(
         "--learner", choices=_learner_names(), default="DR", help="meta-learner (default DR)"
+    )
+    parser.add_argument(
+        "--propensity",
+        metavar="P_OR_COLUMNS",
+        help="known propensity of a randomized design, used instead of a propensity model: a "
+        "number in (0, 1), the share of rows assigned to the treated variant (two variants "
+        "only); or a column holding each row's probability of the treated variant; or, with "
+        "K variants, K comma-separated columns, one probability per variant in sorted order. "
+        "Propensity columns are not features",
     )
     parser.add_argument(
         "--control",
@@ -775,7 +1518,8 @@ def _add_data_arguments(parser: argparse.ArgumentParser, out_help: str) -> None:
         "--id-columns",
         nargs="+",
         metavar="COL",
-        help="columns copied to the output to identify rows (default: a row number)",
+        help="columns copied to the output to identify rows, separated by spaces or commas "
+        "(default: a row number)",
     )
     parser.add_argument(
         "--groups",
@@ -784,6 +1528,7 @@ def _add_data_arguments(parser: argparse.ArgumentParser, out_help: str) -> None:
         "fold and the AIPW standard error is clustered",
     )
     parser.add_argument("--out", metavar="FILE", help=out_help)
+    _add_force(parser)
     parser.add_argument("--n-folds", type=int, default=5, help="cross-fitting folds (default 5)")
     parser.add_argument("--n-jobs", type=int, default=-1, help="joblib workers (default -1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -791,8 +1536,18 @@ def _add_data_arguments(parser: argparse.ArgumentParser, out_help: str) -> None:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="progress bars on stderr for cross-fitting and trials "
-        "(default: when stderr is a terminal)",
+        help="--progress: progress bars on stderr for cross-fitting and trials; "
+        "--no-progress: nothing (default: bars when stderr is a terminal; otherwise tune "
+        "writes one line per finished trial)",
+    )
+
+
+def _add_force(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace existing output files (never an input file, nor through a symbolic "
+        "link); without it an existing output exits with status 2",
     )
 
 
@@ -804,6 +1559,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metalearn", description="Meta-learners for heterogeneous treatment effects."
     )
+    parser.add_argument("--version", action="version", version=f"metalearn {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",
@@ -828,11 +1584,47 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Fit a meta-learner with LightGBM base models by cross-fitting, print the average "
             "effect and a summary of the per-row effects, and write the out-of-fold effect of "
-            "every row (each estimated by models that did not see the row)."
+            "every row (each estimated by models that did not see the row); with --save, save "
+            "the fitted learner for 'metalearn predict'. Existing output files are kept "
+            "unless --force; the input is never overwritten."
         ),
     )
     _add_data_arguments(fit, "write the per-row effects here (.parquet or .csv)")
+    fit.add_argument(
+        "--save",
+        metavar="MODEL",
+        help="save the fitted learner here (a joblib pickle, e.g. model.joblib) with its "
+        "feature columns and types, variants and control, for metalearn predict",
+    )
     fit.set_defaults(func=_cmd_fit)
+
+    predict = sub.add_parser(
+        "predict",
+        help="predict the effects of new rows with a model saved by fit --save",
+        description=(
+            "Load a learner saved by 'metalearn fit --save', check that the new file has its "
+            "feature columns with the same types (other columns are ignored), and write the "
+            "effect of every row, tau_<variant>_vs_<control>, after the id columns. "
+            "A model file is a pickle: loading it can run any code, so load only model files "
+            "you trust (ones you saved yourself)."
+        ),
+    )
+    predict.add_argument(
+        "--model", required=True, metavar="MODEL", help="a file of fit --save (trusted only)"
+    )
+    predict.add_argument("--data", required=True, help="the new rows, .csv or .parquet")
+    predict.add_argument(
+        "--out", required=True, metavar="FILE", help="write the effects here (.parquet or .csv)"
+    )
+    predict.add_argument(
+        "--id-columns",
+        nargs="+",
+        metavar="COL",
+        help="columns copied to the output to identify rows, separated by spaces or commas "
+        "(default: the id columns of the fit when the file has them, else a row number)",
+    )
+    _add_force(predict)
+    predict.set_defaults(func=_cmd_predict)
 
     tune = sub.add_parser(
         "tune",
@@ -843,8 +1635,10 @@ def build_parser() -> argparse.ArgumentParser:
             "nuisance models on their own cross-validated losses, then the final stage on the "
             "R- or DR-loss. With --storage the trials are kept, and running the same command "
             "again resumes: finished trials are loaded and only the missing ones run. Prints "
-            "the best settings and, with --out, writes the out-of-fold effects of the best "
-            "settings refitted by cross-fitting."
+            "the best settings, writes them as JSON (--best-params, or beside --out) and, "
+            "with --out, writes the out-of-fold effects of the best settings refitted by "
+            "cross-fitting. When stderr is not a terminal (a log file, CI) it gets one line "
+            "per finished trial. Existing output files are kept unless --force."
         ),
     )
     _add_data_arguments(
@@ -883,6 +1677,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("r_loss", "dr_loss"),
         default="r_loss",
         help="loss of the final stage (default r_loss)",
+    )
+    tune.add_argument(
+        "--best-params",
+        metavar="FILE",
+        help="write the best settings (and the best score) here as JSON (default: "
+        "<out stem>.best_params.json beside --out; none without --out)",
     )
     tune.set_defaults(func=_cmd_tune)
     return parser

@@ -202,7 +202,9 @@ def test_bad_input_exits_non_zero_with_one_line(
 
 
 def test_library_errors_are_one_line_too(csv: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc, _, err = _run(capsys, "fit", "--data", str(csv), *BASE[:4], "--n-folds", "1")
+    rc, _, err = _run(
+        capsys, "fit", "--data", str(csv), *BASE[:4], "--id-columns", "customer", "--n-folds", "1"
+    )
     assert rc == 2
     assert len(err.splitlines()) == 1 and err.startswith("metalearn: error: ")
 
@@ -340,8 +342,9 @@ def test_tune_writes_effects_of_the_best_settings_and_resumes(
     expected = learner.fit_predict(X, tune_frame["spend"].to_numpy(), tune_frame["treated"])
     np.testing.assert_allclose(effects["tau_1_vs_0"].to_numpy(), expected)
 
-    # The same command again: every trial is loaded, none is run, the total stays 2.
-    rc, again, err = _run(capsys, *argv)
+    # The same command again (--force: the effects file exists): every trial is loaded,
+    # none is run, the total stays 2.
+    rc, again, err = _run(capsys, *argv, "--force")
     assert rc == 0, err
     assert f"storage: {journal}; 6 finished trials loaded" in again
     lines = _study_lines(again)
@@ -499,7 +502,8 @@ def test_tune_interrupted_says_how_to_resume(
 
     monkeypatch.setattr(ml.MetaLearnerOptunaSearch, "fit", interrupt)
     storage = str(tmp_path / "tune.log")
-    rc, stdout, err = _run(capsys, "tune", "--data", str(tune_csv), *TUNE, "--storage", storage)
+    argv = ("tune", "--data", str(tune_csv), *TUNE, "--id-columns", "customer")
+    rc, stdout, err = _run(capsys, *argv, "--storage", storage)
     assert rc == 130
     assert stdout == ""
     assert err == (
