@@ -23,6 +23,7 @@ from metalearn._core.progress import progress
 from metalearn._core.results import AverageEffect
 from metalearn.learners import DRLearner, RLearner, SLearner, TLearner, XLearner
 from metalearn.learners.nuisance import Nuisance
+from metalearn.policy import PolicyTree
 from metalearn.tuning import MetaLearnerGridSearch, MetaLearnerOptunaSearch
 
 __version__ = "0.1.0.dev0"
@@ -38,6 +39,7 @@ __all__ = [
     "MetaLearnerOptunaSearch",
     "Nuisance",
     "OverlapWarning",
+    "PolicyTree",
     "RLearner",
     "SLearner",
     "TLearner",

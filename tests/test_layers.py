@@ -26,6 +26,7 @@ RANK = {
     "diagnostics": 5,
     "inference": 5,
     "refute": 5,
+    "policy": 5,
     "plotting": 6,
     "tuning": 6,
     "metalearn": 7,  # the top-level __init__
