@@ -304,12 +304,21 @@ def encode_groups(groups: Any, n: int) -> np.ndarray:
 
 
 def align_proba(proba: np.ndarray, model_classes: np.ndarray, n_classes: int) -> np.ndarray:
-    """Put ``predict_proba`` columns in the global class order (missing -> 0)."""
+    """Put ``predict_proba`` columns in the global class order (missing -> 0).
+
+    A model that saw a single class at fit (a variant whose rows all hold one
+    outcome class) gives that class probability one, whatever the shape of its
+    ``predict_proba`` (LightGBM returns two columns then).
+    """
     proba = np.asarray(proba, dtype=np.float64)
     if proba.shape[1] == n_classes and np.array_equal(model_classes, np.arange(n_classes)):
         return proba
+    seen = np.asarray(model_classes, dtype=np.intp)
     out = np.zeros((proba.shape[0], n_classes))
-    out[:, np.asarray(model_classes, dtype=np.intp)] = proba
+    if len(seen) == 1:
+        out[:, seen[0]] = 1.0
+        return out
+    out[:, seen] = proba
     return out
 
 

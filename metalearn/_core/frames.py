@@ -398,7 +398,7 @@ def encode_features(
             out[:, j] = as_numbers
         elif dtype.is_numeric() or dtype == nw.Boolean:
             values = series.to_numpy()
-            out[:, j] = values.astype(np.float64) if values.dtype != object else _obj_float(values)
+            out[:, j] = values.astype(np.float64) if values.dtype != object else _obj_float(series)
         else:
             raise TypeError(
                 f"Column {col!r} of `{name}` has dtype {dtype}, which metalearn cannot use as "
@@ -415,8 +415,17 @@ def encode_features(
     return out, schema
 
 
-def _obj_float(values: np.ndarray) -> np.ndarray:
-    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+def _obj_float(series: Any) -> np.ndarray:
+    """Floats of a numeric or boolean column that numpy gives as objects (it has nulls).
+
+    The null mask decides what is missing: ``None`` (Polars), ``pd.NA`` (pandas'
+    nullable ``boolean``) or anything else the backend uses for a null.
+    """
+    values = np.asarray(series.to_numpy(), dtype=object)
+    null = np.asarray(series.is_null().to_numpy(), dtype=bool)
+    out = np.full(len(values), np.nan)
+    out[~null] = [float(v) for v in values[~null]]
+    return out
 
 
 def _check_width(width: int, schema: FrameSchema, name: str) -> None:
