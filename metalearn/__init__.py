@@ -24,7 +24,7 @@ from metalearn._core.results import AverageEffect
 from metalearn.learners import DRLearner, RLearner, SLearner, TLearner, XLearner
 from metalearn.learners.nuisance import Nuisance
 from metalearn.policy import PolicyTree
-from metalearn.tuning import MetaLearnerGridSearch, MetaLearnerOptunaSearch
+from metalearn.tuning import MetaLearnerGridSearch, MetaLearnerOptunaSearch, SelectionWarning
 
 __version__ = "0.1.0.dev0"
 
@@ -42,6 +42,7 @@ __all__ = [
     "PolicyTree",
     "RLearner",
     "SLearner",
+    "SelectionWarning",
     "TLearner",
     "XLearner",
     "ate",

@@ -218,7 +218,7 @@ def _row_losses(tau3: np.ndarray, sn: ScoringNuisance, clip: float) -> list[dict
         const = (om * rt) @ ry / np.sum(om * rt**2)
         r_terms = r_loss_terms(ry, rt, tau[pair])
         r_base = r_loss_terms(ry, rt, np.broadcast_to(const[None, :], ry.shape))
-        out.append(_loss_entry(sn, k, "r_loss", om, r_terms, r_base, const))
+        out.append(_loss_entry(sn, k, "r_loss", om, r_terms, r_base, const, pair))
         om_all = sw / sw.sum()
         for name, target in (
             ("dr_loss", phi[:, j, :]),
@@ -227,7 +227,7 @@ def _row_losses(tau3: np.ndarray, sn: ScoringNuisance, clip: float) -> list[dict
             const = om_all @ target
             terms = np.sum((target - tau) ** 2, axis=1)
             base = np.sum((target - const[None, :]) ** 2, axis=1)
-            out.append(_loss_entry(sn, k, name, om_all, terms, base, const))
+            out.append(_loss_entry(sn, k, name, om_all, terms, base, const, None))
     return out
 
 
@@ -239,9 +239,18 @@ def _loss_entry(
     terms: np.ndarray,
     base: np.ndarray,
     const: np.ndarray,
+    rows: np.ndarray | None,
 ) -> dict[str, Any]:
+    """One loss of one treated variant. Besides the table's columns, the entry keeps its
+    rows (``None``: all), their weights ``om`` (summing to 1) and the per-row terms of the
+    predictions and of the constant baseline, from which the search's selection check
+    (:mod:`metalearn.tuning._selection`) takes paired standard errors."""
     value, baseline = float(om @ terms), float(om @ base)
     return {
+        "rows": rows,
+        "om": om,
+        "terms": terms,
+        "base_terms": base,
         "variant": str(sn.variants[k]),
         "control": str(sn.variants[sn.control]),
         "loss": name,

@@ -39,6 +39,7 @@ Two ways to tune a learner:
   nuisances. ``RandomizedSearchCV`` is used the same way.
 """
 
+from metalearn.tuning._selection import SelectionCheck, SelectionWarning
 from metalearn.tuning._spaces import lightgbm_space
 from metalearn.tuning.grid import MetaLearnerGridSearch, MetaLearnerRandomizedSearch
 from metalearn.tuning.optuna import MetaLearnerOptunaSearch
@@ -47,5 +48,7 @@ __all__ = [
     "MetaLearnerGridSearch",
     "MetaLearnerOptunaSearch",
     "MetaLearnerRandomizedSearch",
+    "SelectionCheck",
+    "SelectionWarning",
     "lightgbm_space",
 ]

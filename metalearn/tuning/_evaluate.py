@@ -174,6 +174,7 @@ class Outcome:
     nuisance_time: float
     nuisance_fits: int
     final_fits: int
+    row_losses: list[dict[str, Any]] | None = None  # per-row terms (``run(keep_rows=True)``)
 
 
 @dataclass
@@ -404,12 +405,14 @@ class Evaluator:
         *,
         report: Report | None = None,
         adjust: Callable[[MetaLearner], Any] | None = None,
+        keep_rows: bool = False,
     ) -> Outcome:
         """Fit ``learner`` on every split and score it.
 
         ``report(scores_so_far, step)`` is called after each outer fold but the
         last (``cv=k``); it may raise to stop (pruning). ``adjust`` is applied
-        to each prepared learner before its fit (thread limits).
+        to each prepared learner before its fit (thread limits). ``keep_rows``
+        keeps the per-row loss terms in the outcome (``row_losses``).
         """
         control = self.control_of(learner)
         sn = self.scoring(control)
@@ -473,13 +476,22 @@ class Evaluator:
             score_time += time.perf_counter() - start
         start = time.perf_counter()
         assert tau_all is not None
-        scores = _summary(_row_losses(tau_all, sn, self.propensity_clip))
+        loss_rows = _row_losses(tau_all, sn, self.propensity_clip)
+        scores = _summary(loss_rows)
         scores.update(_mean_scores(own_parts))
         score_time += time.perf_counter() - start
         ordered = {
             name: scores.get(name, float("nan")) for name in score_names(self.classification)
         }
-        return Outcome(ordered, fit_time, score_time, nuisance_time, nuisance_fits, final_fits)
+        return Outcome(
+            ordered,
+            fit_time,
+            score_time,
+            nuisance_time,
+            nuisance_fits,
+            final_fits,
+            loss_rows if keep_rows else None,
+        )
 
     def refit(self, learner: MetaLearner) -> MetaLearner:
         """Fit ``learner`` on all training rows, sharing the cached nuisance stage.

@@ -35,6 +35,7 @@ from metalearn.tuning._report import (
     ranks,
     results_frame,
 )
+from metalearn.tuning._selection import SelectionCheck, check_selection, selection_loss
 from metalearn.tuning._storage import describe_error
 
 __all__ = ["MetaLearnerGridSearch", "MetaLearnerRandomizedSearch"]
@@ -257,6 +258,7 @@ class _BaseSearch(BestEstimatorPredictions, BaseEstimator):
         self.n_final_fits_ = int(sum(o.final_fits for o in fitted))
         best = learners[self.best_index_]
         self.scoring_nuisance_ = ev.scoring(ev.control_of(best))
+        self.selection_ = self._check_selection(ev, learners, prepared, values, direction)
         self.nuisance_cache_info_ = {
             "configurations": len(ev.cache),
             "hits": ev.cache.hits,
@@ -271,6 +273,39 @@ class _BaseSearch(BestEstimatorPredictions, BaseEstimator):
             self.refit_time_ = time.perf_counter() - start
         ev.cache.clear()
         return self
+
+    def _check_selection(
+        self,
+        ev: Evaluator,
+        learners: list[MetaLearner],
+        prepared: list[Any],
+        values: list[float],
+        direction: str,
+    ) -> SelectionCheck | None:
+        """The pick against the constant effect and the runner-up, on the per-row loss terms
+        of both (refitted once more from their prepared nuisance stages)."""
+        loss = selection_loss(self.scoring_)
+        if loss is None:
+            return None
+        key = np.asarray(values, dtype=np.float64)
+        key = -key if direction == "maximize" else key
+        key[~np.isfinite(key)] = np.inf
+        key[self.best_index_] = np.inf
+        i = self.best_index_
+        j = int(np.argmin(key)) if np.isfinite(key).any() else None
+        if j is not None and ev.control_of(learners[j]) != ev.control_of(learners[i]):
+            j = None  # another control: its losses compare other effects
+        winner = (i, self._rows_of(ev, learners[i], prepared[i]))
+        runner = None if j is None else (j, self._rows_of(ev, learners[j], prepared[j]))
+        return check_selection(
+            loss, winner, runner, ev.scored.data.n, what=f"{type(self).__name__}"
+        )
+
+    @staticmethod
+    def _rows_of(ev: Evaluator, learner: MetaLearner, prep: Any) -> list[dict[str, Any]]:
+        rows = ev.run(learner, prep, keep_rows=True).row_losses
+        assert rows is not None
+        return rows
 
 
 def _run_chunk(
@@ -398,6 +433,13 @@ class MetaLearnerGridSearch(_BaseSearch):
         Candidates, and base-model fits of nuisance and final stages in all.
     nuisance_cache_info_ : dict
         Nuisance configurations fitted, cache hits and misses, fits.
+    selection_ : SelectionCheck or None
+        How clearly the pick beats the constant-effect baseline and the
+        runner-up on the picking loss, with paired standard errors (see
+        :mod:`metalearn.tuning._selection`; ``None`` when ``scoring`` is not a
+        CATE loss). The search warns (``SelectionWarning``) when the pick does
+        not beat the constant effect. The check refits the pick and the
+        runner-up once more on their fitted nuisance stages.
     refit_time_ : float
         Seconds to refit the best candidate.
 
@@ -497,7 +539,7 @@ class MetaLearnerRandomizedSearch(_BaseSearch):
         As in :class:`MetaLearnerGridSearch`.
     scoring_, scoring_nuisance_, n_candidates_, n_nuisance_fits_, n_final_fits_
         As in :class:`MetaLearnerGridSearch`.
-    nuisance_cache_info_, refit_time_
+    nuisance_cache_info_, refit_time_, selection_
         As in :class:`MetaLearnerGridSearch`.
 
     See Also

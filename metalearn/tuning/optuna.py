@@ -47,6 +47,7 @@ from metalearn.tuning._params import (
     build_candidate,
 )
 from metalearn.tuning._report import BestEstimatorPredictions, results_frame
+from metalearn.tuning._selection import SelectionCheck, check_selection, selection_loss
 from metalearn.tuning._spaces import (
     Choices,
     check_space,
@@ -214,6 +215,12 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
         workers are left out.
     scoring_ : list of str
         The scores of the final study.
+    selection_ : SelectionCheck or None
+        How clearly the best trial beats the constant-effect baseline and
+        the runner-up trial on the first score, with paired standard errors
+        (``None`` when that score is not a CATE loss); a
+        ``SelectionWarning`` when it does not beat the constant effect. The
+        check refits the best and the runner-up trial once more.
 
     See Also
     --------
@@ -573,6 +580,7 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
             if len(scoring) == 1
             else {s: float(v) for s, v in zip(scoring, values, strict=True)}
         )
+        self.selection_ = self._check_selection(study, best, scoring[0], ev, build, params_of)
         if self.refit:
             start = time.perf_counter()
             self.best_estimator_ = ev.refit(build(replay))
@@ -581,6 +589,39 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
         self.results_ = self._results(cls_flag, X)
         ev.cache.clear()
         return self
+
+    def _check_selection(
+        self,
+        study: Study,
+        best: FrozenTrial,
+        scoring: str,
+        ev: Evaluator,
+        build: Callable[[dict[str, Any]], MetaLearner],
+        params_of: Callable[[Any], dict[str, Any]],
+    ) -> SelectionCheck | None:
+        """The best trial against the constant effect and the runner-up (by the first score),
+        on the per-row loss terms of both, refitted once more."""
+        loss = selection_loss(scoring)
+        if loss is None:
+            return None
+        optuna = import_optuna()
+        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        sign = -1.0 if score_direction(scoring) == "maximize" else 1.0
+        rest = sorted(
+            (t for t in complete if t.number != best.number and np.isfinite(t.values[0])),
+            key=lambda t: sign * t.values[0],
+        )
+
+        def rows_of(trial: FrozenTrial) -> tuple[int, list[dict[str, Any]]]:
+            learner = build(params_of(optuna.trial.FixedTrial(trial.params, trial.number)))
+            with fit_errors():
+                rows = ev.run(learner, keep_rows=True).row_losses
+            assert rows is not None
+            return trial.number, rows
+
+        winner = rows_of(best)
+        runner = rows_of(rest[0]) if rest else None
+        return check_selection(loss, winner, runner, ev.scored.data.n, what=type(self).__name__)
 
     def _nuisance_stages(
         self,
