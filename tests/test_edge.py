@@ -417,12 +417,6 @@ def test_align_proba_of_a_single_class_model() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: a per-variant model trained on one row (a variant of one row in all, or of "
-    "exactly n_folds rows when cross-fitting) reaches LightGBM, which rejects it with "
-    "scikit-learn's 'Found array with 1 sample(s)' (_core/tasks.py)",
-)
 @pytest.mark.parametrize(
     ("treated", "honest"), [(1, False), (2, True)], ids=["fit-1-row", "fit_predict-n_folds-rows"]
 )

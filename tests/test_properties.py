@@ -321,16 +321,8 @@ def _one_column_case(w: tuple[Any, ...]) -> Case:
     return Case((column,), w, (0, 1), tuple(float(i) for i in range(n)), False, None)
 
 
-#: Open bug (make_folds / the nuisance stage in ``_core/tasks.py``): a variant whose
-#: rows leave one training row for a per-variant model (one row in all, or exactly
-#: ``n_folds`` rows when cross-fitting) reaches LightGBM, which rejects it with
-#: scikit-learn's "Found array with 1 sample(s)". Remove the ``xfail`` once fixed.
-OPEN_FEW_ROWS = (
-    "open: a per-variant model trained on one row reaches LightGBM (see test_edge's "
-    "test_variant_with_too_few_rows_for_a_model)"
-)
-
-
+#: A variant whose rows leave one training row for a per-variant model (one row in all,
+#: or exactly ``n_folds`` rows when cross-fitting): a metalearn error naming `w`.
 @examples(70)
 @example(
     case=_one_column_case((0,) * 9 + (1,)),
@@ -339,7 +331,7 @@ OPEN_FEW_ROWS = (
     how_w=0,
     how_y=0,
     honest=False,
-).xfail(raises=AssertionError, reason=OPEN_FEW_ROWS)
+)
 @example(
     case=_one_column_case((0,) * 8 + (1,) * 2),
     cls=TLearner,
@@ -347,7 +339,7 @@ OPEN_FEW_ROWS = (
     how_w=0,
     how_y=0,
     honest=True,
-).xfail(raises=AssertionError, reason=OPEN_FEW_ROWS)
+)
 @given(
     case=cases(valid=False),
     cls=st.sampled_from(LEARNERS),

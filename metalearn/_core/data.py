@@ -20,6 +20,7 @@ from metalearn._core.validation import (
     check_sample_weight,
     encode_outcome,
     encode_treatment,
+    is_missing,
 )
 
 __all__ = ["Data", "prepare_data", "encode_groups", "align_proba", "outcome_columns"]
@@ -278,19 +279,15 @@ def prepare_data(
 
 
 def encode_groups(groups: Any, n: int) -> np.ndarray:
-    """Group labels as integer codes ``0 .. G-1``; missing labels and wrong lengths fail."""
+    """Group labels as integer codes ``0 .. G-1``; missing labels (NaN, None, ``pd.NA``) and
+    wrong lengths fail."""
     arr = to_1d_array(groups, name="groups")
     if arr.shape[0] != n:
         raise ValueError(
             f"`groups` has {arr.shape[0]} entries but `X` has {n} rows: pass one group label "
             "per row."
         )
-    if arr.dtype.kind == "f":
-        missing = np.isnan(arr)
-    elif arr.dtype.kind == "O":
-        missing = np.array([v is None or (isinstance(v, float) and np.isnan(v)) for v in arr])
-    else:
-        missing = np.zeros(n, dtype=bool)
+    missing = is_missing(arr)
     if missing.any():
         raise ValueError(
             f"`groups` has {int(missing.sum())} missing label(s) (NaN or None), first at row "

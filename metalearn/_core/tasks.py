@@ -67,6 +67,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.utils.parallel import Parallel, delayed
 
 from metalearn._core import progress as _progress
+from metalearn._core.validation import BaseModelError, wrap_base_model_error
 
 __all__ = [
     "Task",
@@ -279,7 +280,9 @@ class TaskBuilder:
         ``key`` identifies the fit within the stage (its seed depends only on
         it); ``role`` names the model in errors (``"outcome_model"``, ...) and
         ``where`` says which of the stage's fits this is (``"variant 1, fold
-        3"``): an exception raised by the model carries both in a note.
+        3"``): an exception raised by the model becomes a
+        :class:`~metalearn.BaseModelError` that names both, with the model's
+        exception chained (see :func:`run_tasks`).
         """
         if sample_weight is not None and not accepts_sample_weight(template):
             raise TypeError(
@@ -287,6 +290,15 @@ class TaskBuilder:
                 "accept it in fit: every base model must take the weights (an unweighted "
                 "model would estimate another population's quantity). Use a model whose "
                 "`fit` takes `sample_weight`."
+            )
+        label = f"`{role}` ({type(template).__name__}" + (f"; {where})" if where else ")")
+        n_train = int(np.count_nonzero(train)) if train.dtype == bool else len(train)
+        if n_train < 2:
+            raise ValueError(
+                f"`w`: the fit of {label} would train on {n_train} row(s); a model needs at "
+                "least 2. A variant needs at least 2 rows, and with cross-fitting enough that "
+                "every fold leaves 2 of them for training (with n_folds=2, at least 4 rows): "
+                "lower `n_folds`, or collect more rows of that variant."
             )
         est = prepare_estimator(
             template, n_workers=self.workers, seed=task_seed(self.random_state, *key)
@@ -306,7 +318,7 @@ class TaskBuilder:
             extra_columns=extra_columns,
             predict_extra=list(predict_extra),
             fit_params=fit_params,
-            label=f"`{role}` ({type(template).__name__}" + (f"; {where})" if where else ")"),
+            label=label,
         )
         self.tasks.append(task)
         return task
@@ -683,11 +695,15 @@ def _run_one(
     with _openmp_limit(threads):
         try:
             return _fit_predict(task, X)
+        except BaseModelError:
+            raise  # a nested batch already said which fit failed
         except Exception as exc:
-            # The exception keeps its type and message; the note says which fit failed.
-            if task.label:
-                exc.add_note(f"metalearn: raised while fitting {task.label}.")
-            raise
+            # Which fit failed (model parameter, stage, variant, fold), with the model's own
+            # exception chained. BaseExceptions (KeyboardInterrupt, the scorer's
+            # TreatmentNotRoutedError) pass through as they are.
+            if not task.label:
+                raise
+            raise wrap_base_model_error(exc, task.label) from exc
 
 
 def _fit_predict(task: Task, X: np.ndarray) -> tuple[Any, list[np.ndarray] | None]:
@@ -750,6 +766,13 @@ def run_tasks(
     the budget divided among its own fits instead of leaving workers idle.
 
     ``desc`` names the batch in progress reports (:func:`metalearn.progress`).
+
+    A task whose model raises an :class:`Exception` stops the batch with a
+    :class:`~metalearn.BaseModelError` naming the task's ``label`` (model
+    parameter, class, stage, variant, fold), raised ``from`` the model's
+    exception; it is also an instance of that exception's class where the two
+    classes combine. Other :class:`BaseException` (``KeyboardInterrupt``)
+    pass through unchanged.
     """
     if not tasks:
         return []

@@ -1,12 +1,17 @@
 """Checks of ``y``, ``w``, weights, propensities and sub-models.
 
 Every error message about user input lives here or in ``_frames``: it names
-the argument, what was expected, what was received and how to fix it.
+the argument, what was expected, what was received and how to fix it. Also
+here: the error of a base model that fails (:class:`BaseModelError`, raised
+by :func:`metalearn._core.tasks.run_tasks`) and the version stamp of pickled
+objects (:class:`VersionedPickle`, :class:`InconsistentVersionWarning`).
 """
 
 from __future__ import annotations
 
 import numbers
+import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +23,18 @@ from metalearn._core.frames import to_1d_array
 from metalearn._core.positivity import check_propensity_values
 
 __all__ = [
+    "BaseModelError",
+    "InconsistentVersionWarning",
+    "VersionedPickle",
     "Treatment",
     "encode_treatment",
     "encode_outcome",
     "check_sample_weight",
     "check_propensity",
+    "check_estimator",
     "check_classifier",
     "check_regressor",
+    "check_has_rows",
     "check_finite_X",
     "check_n_jobs",
     "check_random_state",
@@ -43,10 +53,20 @@ class Treatment:
         return len(self.variants)
 
 
-def _is_missing(arr: np.ndarray) -> np.ndarray:
+def is_missing(arr: np.ndarray) -> np.ndarray:
+    """Boolean mask of the missing entries of a 1-D label or outcome array.
+
+    NaN in float arrays; in object arrays also ``None`` and pandas' ``pd.NA``
+    and ``NaT`` (whose truth value cannot be taken, so a plain ``v != v``
+    test would raise). The one missing-value rule of ``y``, ``w`` and
+    ``groups``.
+    """
     if arr.dtype.kind == "f":
         return np.isnan(arr)
     if arr.dtype == object:
+        pd = sys.modules.get("pandas")  # pd.NA can only be present if pandas is loaded
+        if pd is not None:
+            return np.asarray(pd.isna(arr), dtype=bool)
         return np.array([v is None or (isinstance(v, float) and v != v) for v in arr], dtype=bool)
     return np.zeros(arr.shape, dtype=bool)
 
@@ -118,7 +138,7 @@ def encode_treatment(
         raise ValueError(
             f"`{name}` has {len(arr)} entries but `X` has {n_samples} rows; they must match."
         )
-    missing = _is_missing(arr)
+    missing = is_missing(arr)
     if missing.any():
         raise ValueError(
             f"`{name}` holds {int(missing.sum())} missing values (NaN/None), e.g. at row "
@@ -175,8 +195,37 @@ def control_index(variants: np.ndarray, control: Any) -> int:
     raise ValueError(f"`control`={control!r} is not one of the variants in `w`: {labels}.")
 
 
+def _check_class_labels(arr: np.ndarray) -> None:
+    """Reject a continuous ``y`` given to a classifier outcome model.
+
+    Class labels are strings, bools, integers or integral floats (``0.0``,
+    ``1.0``); floats with a fractional part are measurements, not classes.
+    """
+    values = arr
+    if arr.dtype == object:
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in arr):
+            return
+        values = arr.astype(np.float64)
+    if values.dtype.kind != "f":
+        return
+    fractional = values != np.round(values)
+    if fractional.any():
+        shown = ", ".join(f"{v:g}" for v in values[fractional][:3])
+        raise ValueError(
+            f"`y` looks continuous ({int(fractional.sum())} values with a fractional part, "
+            f"e.g. {shown}) but `outcome_model` is a classifier, which needs class labels. "
+            "Use a regressor as `outcome_model` (e.g. LGBMRegressor()) for a numeric "
+            "outcome, or pass the class labels as `y`."
+        )
+
+
 def encode_outcome(y: Any, n_samples: int, *, classification: bool, classes: Any = None):
-    """Check ``y``. Regression: float array. Classification: codes into ``classes``."""
+    """Check ``y``. Regression: float array. Classification: codes into ``classes``.
+
+    Missing values (NaN, ``None``, ``pd.NA``) raise a :class:`ValueError`; so
+    does a continuous ``y`` (non-integral floats) for a classifier outcome
+    model.
+    """
     if y is None:
         raise ValueError(
             "`y` (the outcome) is required: this learner requires y to be passed, but the "
@@ -186,6 +235,13 @@ def encode_outcome(y: Any, n_samples: int, *, classification: bool, classes: Any
     if len(arr) != n_samples:
         raise ValueError(
             f"`y` has {len(arr)} entries but `X` has {n_samples} rows; they must match."
+        )
+    # Float outcomes of a regressor get the NaN-or-infinite check below.
+    missing = is_missing(arr) if classification or arr.dtype == object else np.zeros(0, dtype=bool)
+    if missing.any():
+        raise ValueError(
+            f"`y` holds {int(missing.sum())} missing values (NaN/None/NA), e.g. at row "
+            f"{int(np.flatnonzero(missing)[0])}; drop or impute those rows."
         )
     if not classification:
         if arr.dtype == object or (arr.dtype.kind in "USb" and arr.dtype != bool):
@@ -204,10 +260,8 @@ def encode_outcome(y: Any, n_samples: int, *, classification: bool, classes: Any
                 "drop or impute those rows."
             )
         return arr, None
-    missing = _is_missing(arr)
-    if missing.any():
-        raise ValueError(f"`y` holds {int(missing.sum())} missing values; drop those rows.")
     if classes is None:
+        _check_class_labels(arr)
         classes, codes = np.unique(arr, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(
@@ -266,11 +320,39 @@ def check_propensity(propensity: Any, n_samples: int, n_variants: int) -> np.nda
     return np.ascontiguousarray(p)
 
 
+def check_estimator(estimator: Any, name: str) -> None:
+    """``None`` or an estimator instance: something with ``fit`` and ``predict``/``predict_proba``.
+
+    A class instead of an instance (``LinearRegression``), a string
+    (``"lgbm"``) or another object raise a :class:`TypeError` that names
+    ``name`` and the fix.
+    """
+    if estimator is None:
+        return
+    if isinstance(estimator, type):
+        raise TypeError(
+            f"`{name}` must be an estimator instance; got the class {estimator.__name__}. "
+            f"Pass an instance: `{name}={estimator.__name__}()`."
+        )
+    if not hasattr(estimator, "fit") or not (
+        hasattr(estimator, "predict") or hasattr(estimator, "predict_proba")
+    ):
+        hint = (
+            " metalearn does not resolve model names: pass an estimator instance, e.g. "
+            "LGBMRegressor() (LGBMClassifier() for a propensity or a class outcome)."
+            if isinstance(estimator, str)
+            else " Pass an object with `fit` and `predict` (e.g. LGBMRegressor())."
+        )
+        raise TypeError(
+            f"`{name}` must be a scikit-learn estimator instance; got {estimator!r} "
+            f"({type(estimator).__name__}).{hint}"
+        )
+
+
 def check_classifier(estimator: Any, name: str) -> None:
     if estimator is None:
         return
-    if not hasattr(estimator, "fit"):
-        raise TypeError(f"`{name}` must be a scikit-learn estimator; got {estimator!r}.")
+    check_estimator(estimator, name)
     if is_regressor(estimator) or not hasattr(estimator, "predict_proba"):
         raise TypeError(
             f"`{name}` must be a classifier with `predict_proba`; got {type(estimator).__name__}. "
@@ -281,8 +363,7 @@ def check_classifier(estimator: Any, name: str) -> None:
 def check_regressor(estimator: Any, name: str) -> None:
     if estimator is None:
         return
-    if not hasattr(estimator, "fit"):
-        raise TypeError(f"`{name}` must be a scikit-learn estimator; got {estimator!r}.")
+    check_estimator(estimator, name)
     if is_classifier(estimator):
         raise TypeError(
             f"`{name}` must be a regressor (it is fitted on continuous pseudo-outcomes); got "
@@ -295,6 +376,15 @@ def allows_nan(estimator: Any) -> bool:
         return bool(get_tags(estimator).input_tags.allow_nan)
     except Exception:  # pragma: no cover - estimators without tags
         return False
+
+
+def check_has_rows(X: np.ndarray, *, name: str = "X", action: str = "predict") -> None:
+    """Reject an ``X`` without rows: nothing to ``action`` (``"predict"``, ``"explain"``)."""
+    if X.shape[0] == 0:
+        raise ValueError(
+            f"`{name}` has no rows to {action} (shape {X.shape}); pass at least one row. "
+            "Skip the call for an empty batch."
+        )
 
 
 def check_finite_X(
@@ -357,3 +447,189 @@ def check_random_state(random_state: Any, name: str = "random_state") -> None:
             f"`{name}` must be None, an integer seed or a numpy RandomState/Generator; got "
             f"{random_state!r}. Pass e.g. random_state=0 for reproducible results."
         )
+
+
+# ------------------------------------------------------------ errors of base models
+class BaseModelError(Exception):
+    """A base model raised while metalearn fitted it.
+
+    The message names the model parameter (``outcome_model``,
+    ``propensity_model``, ``effect_model``, ...), the model's class and which
+    fit of the stage failed (stage, variant, fold); the model's own exception
+    is chained as ``__cause__`` (and kept as ``original``). The error is also
+    an instance of the original exception's class whenever that class can be
+    combined with this one, so ``except ValueError`` still catches a
+    ``ValueError`` raised by a model.
+
+    With worker threads or processes (``n_jobs``), joblib may replace
+    ``__cause__`` by the worker's traceback; ``original`` is always the
+    model's exception.
+
+    Attributes
+    ----------
+    where : str
+        The failing fit, e.g. ``"`outcome_model` (Ridge; nuisance stage, outcome
+        of variant 1, fold 2)"``.
+    original : Exception
+        The exception the base model raised.
+
+    Examples
+    --------
+    >>> import metalearn as ml
+    >>> from sklearn.linear_model import LinearRegression
+    >>> class Picky(LinearRegression):
+    ...     def fit(self, X, y, sample_weight=None):
+    ...         raise ValueError("not today")
+    >>> sim = ml.datasets.simulate_nie_wager("B", n=200, seed=0)
+    >>> try:
+    ...     ml.TLearner(outcome_model=Picky(), n_folds=2).fit(sim.X, sim.y, sim.w)
+    ... except ValueError as err:  # also a ValueError, like the model's own
+    ...     print(type(err).__name__, "|", err.where)
+    ...     print(repr(err.original), err.__cause__ is err.original)
+    BaseModelError | `outcome_model` (Picky; nuisance stage, outcome of variant 0, all rows)
+    ValueError('not today') True
+    """
+
+    where: str
+    original: BaseException
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> Any:
+        # The combined class is made at run time: rebuild it from its parts (process
+        # backends of joblib pickle exceptions raised in workers).
+        return (wrap_base_model_error, (self.original, self.where))
+
+
+_COMBINED: dict[type[BaseException], type[BaseModelError]] = {}
+
+
+def _combined_class(cls: type[BaseException]) -> type[BaseModelError]:
+    """``BaseModelError`` that is also a ``cls`` (cached); else plain ``BaseModelError``."""
+    if issubclass(BaseModelError, cls):
+        return BaseModelError
+    found = _COMBINED.get(cls)
+    if found is None:
+        try:
+            found = type(
+                "BaseModelError",
+                (BaseModelError, cls),
+                {
+                    "__module__": __name__,
+                    "__qualname__": "BaseModelError",
+                    "__doc__": BaseModelError.__doc__,
+                },
+            )
+        except TypeError:  # layout conflicts, classes that forbid subclassing
+            found = BaseModelError
+        _COMBINED[cls] = found
+    return found
+
+
+def wrap_base_model_error(exc: BaseException, where: str) -> BaseModelError:
+    """The :class:`BaseModelError` for ``exc``, raised by the fit ``where`` (raise it from exc)."""
+    message = f"{where} raised {type(exc).__name__}: {exc}"
+    cls = _combined_class(type(exc))
+    err: BaseModelError
+    try:
+        err = cls.__new__(cls, message)
+        BaseException.__init__(err, message)
+    except Exception:  # an exception class with an unusual constructor
+        err = BaseModelError(message)
+    err.where = where
+    err.original = exc
+    err.__cause__ = exc
+    return err
+
+
+# ------------------------------------------------------------------ pickled models
+class InconsistentVersionWarning(UserWarning):
+    """A metalearn object is loaded by another metalearn version than the one that pickled it.
+
+    Fitted learners, nuisances and searches may hold internal state that
+    another version reads differently; refit them with the installed version.
+
+    Parameters
+    ----------
+    estimator_name : str
+        The class of the loaded object.
+    original_version : str
+        The version that pickled the object (``"unknown"`` for a pickle without one).
+    current_version : str
+        The installed version.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import metalearn as ml
+    >>> from sklearn.linear_model import LinearRegression
+    >>> sim = ml.datasets.simulate_nie_wager("B", n=200, seed=0)
+    >>> t = ml.TLearner(outcome_model=LinearRegression(), n_folds=2).fit(sim.X, sim.y, sim.w)
+    >>> state = t.__getstate__()  # what pickle stores
+    >>> state["_metalearn_version"] = "0.0.1"  # as if an older version wrote it
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     object.__new__(ml.TLearner).__setstate__(state)
+    >>> w = caught[0].message
+    >>> type(w).__name__, w.original_version, w.current_version == ml.__version__
+    ('InconsistentVersionWarning', '0.0.1', True)
+    """
+
+    def __init__(self, *, estimator_name: str, original_version: str, current_version: str):
+        self.estimator_name = estimator_name
+        self.original_version = original_version
+        self.current_version = current_version
+
+    def __str__(self) -> str:
+        return (
+            f"This {self.estimator_name} was pickled by metalearn {self.original_version} and "
+            f"is loaded by metalearn {self.current_version}; it may give wrong results or "
+            "break. Refit it with the installed version (or install "
+            f"metalearn=={self.original_version} to use it as it is)."
+        )
+
+
+_VERSION_KEY = "_metalearn_version"
+
+
+def _metalearn_version() -> str:
+    from metalearn._core.version import __version__
+
+    return __version__
+
+
+class VersionedPickle:
+    """Mixin: pickles record the metalearn version; loading under another one warns.
+
+    ``__getstate__`` adds the version to the state of the next class in the
+    method resolution order (scikit-learn's ``BaseEstimator``, which records
+    its own version for its estimators); ``__setstate__`` removes it, emits an
+    :class:`InconsistentVersionWarning` when it differs from the installed
+    version, and hands the rest on.
+    """
+
+    def __getstate__(self) -> Any:
+        state: Any = super().__getstate__()
+        if state is None:  # an instance without attributes
+            state = {}
+        return {**state, _VERSION_KEY: _metalearn_version()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        original = state.pop(_VERSION_KEY, "unknown")
+        current = _metalearn_version()
+        if original != current:
+            warnings.warn(
+                InconsistentVersionWarning(
+                    estimator_name=type(self).__name__,
+                    original_version=str(original),
+                    current_version=current,
+                ),
+                stacklevel=2,
+            )
+        parent = getattr(super(), "__setstate__", None)
+        if parent is not None:
+            parent(state)
+        else:
+            self.__dict__.update(state)

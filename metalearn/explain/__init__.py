@@ -26,6 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 from metalearn._core.frames import encode_features
 from metalearn._core.results import TableResult
 from metalearn._core.tasks import TaskBuilder
+from metalearn._core.validation import check_has_rows
 from metalearn.explain._importance import feature_importance, permutation_importance
 from metalearn.explain._shapley import (
     Unsupported,
@@ -292,6 +293,8 @@ class Explainer:
             if background is None
             else encode_features(background, learner.schema_, name="background")[0]
         )
+        if self._background is not None:
+            learner._check_predict_rows(self._background, name="background")
 
     # ----------------------------------------------------------------- public
     def __call__(self, X: Any, *, tau: Any = None) -> Any:
@@ -311,6 +314,13 @@ class Explainer:
             binary outcome). Otherwise a dict from effect name
             (``tau_<variant>_vs_<control>[_<class>]``) to ``shap.Explanation``,
             which ``shap.plots.bar`` also accepts as a whole.
+
+        Raises
+        ------
+        ValueError
+            For an ``X`` (or ``background``) without rows, with infinite
+            values, or with NaN where a base model cannot take it: the checks
+            of the learner's ``predict``.
         """
         out = self.explain(X, tau=tau)
         return next(iter(out.values())) if len(out) == 1 else out
@@ -320,8 +330,8 @@ class Explainer:
         shap = require_shap()
         learner = self.learner
         Xa, _ = encode_features(X, learner.schema_)
-        if Xa.shape[0] == 0:
-            raise ValueError("`X` has no rows to explain.")
+        check_has_rows(Xa, action="explain")
+        learner._check_predict_rows(Xa)  # infinities and NaN: the rules of `predict`
         if tau is not None and self.method != "surrogate":
             raise ValueError(
                 "`tau` is used only by method='surrogate'; the other methods explain the "
@@ -434,6 +444,9 @@ class Explainer:
             values = np.zeros(Xa.shape)
             base = 0.0
             for term in terms:
+                if term.model is None:  # a constant term (a stack's intercept)
+                    base += term.coef
+                    continue
                 ck = (id(term.model), term.variant, term.column)
                 if ck not in cache:
                     Z, Bz = Xa, B

@@ -29,8 +29,11 @@ from metalearn._core.defaults import default_classifier, default_regressor
 from metalearn._core.frames import encode_features
 from metalearn._core.tasks import Task, TaskBuilder, make_folds, predict_models
 from metalearn._core.validation import (
+    VersionedPickle,
     check_classifier,
+    check_estimator,
     check_finite_X,
+    check_has_rows,
     check_n_jobs,
     check_random_state,
 )
@@ -38,7 +41,7 @@ from metalearn._core.validation import (
 __all__ = ["Nuisance"]
 
 
-class Nuisance(BaseEstimator):
+class Nuisance(VersionedPickle, BaseEstimator):
     """Cross-fitted outcome and propensity models, shareable between learners.
 
     Fit it once and pass it as ``nuisance=`` to :class:`TLearner`,
@@ -49,6 +52,8 @@ class Nuisance(BaseEstimator):
 
     A fitted ``Nuisance`` is not copied by :func:`sklearn.base.clone`: cloning a
     learner that holds one keeps sharing it. An unfitted one clones normally.
+    A pickled one records the metalearn version; loading it under another
+    version gives an :class:`~metalearn.InconsistentVersionWarning`.
 
     Parameters
     ----------
@@ -193,6 +198,7 @@ class Nuisance(BaseEstimator):
 
     @property
     def is_classification(self) -> bool:
+        check_estimator(self.outcome_model, "outcome_model")
         return is_classifier(self._outcome_template())
 
     @property
@@ -206,9 +212,15 @@ class Nuisance(BaseEstimator):
         return self.oof_["e"]
 
     def predict_outcomes(self, X: Any) -> np.ndarray:
-        """Mean over folds of ``mu_k(x)``: array (n, n_variants[, n_classes])."""
+        """Mean over folds of ``mu_k(x)``: array (n, n_variants[, n_classes]).
+
+        ``X`` needs at least one row, no infinite values, and NaN only if the
+        outcome model takes it (as in ``fit``); :meth:`predict_propensity`
+        checks its rows the same way for the propensity model.
+        """
         check_is_fitted(self, "fingerprint_")
         Xa, _ = encode_features(X, self.schema_)
+        self._check_predict_rows(Xa, {"outcome_model": self._outcome_template()})
         mu = self.mu_predict(Xa)
         return mu[..., 0] if mu.shape[2] == 1 else mu
 
@@ -216,7 +228,13 @@ class Nuisance(BaseEstimator):
         """Mean over folds of ``P(W=k | x)``: array (n, n_variants)."""
         check_is_fitted(self, "fingerprint_")
         Xa, _ = encode_features(X, self.schema_)
+        self._check_predict_rows(Xa, {"propensity_model": self._propensity_template()})
         return self.e_predict(Xa)
+
+    def _check_predict_rows(self, Xa: np.ndarray, models: dict[str, Any]) -> None:
+        """New rows: at least one, no infinities, NaN only where ``models`` take it."""
+        check_has_rows(Xa)
+        check_finite_X(Xa, models, when="predicting")
 
     # ---------------------------------------------------------------- internal
     def _outcome_template(self) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from metalearn._core.frames import native_backend, to_native_frame
+from metalearn._core.validation import VersionedPickle
 from metalearn.tuning._params import short_repr
 
 __all__ = ["best_index", "column", "ranks", "results_frame", "validation_set"]
@@ -95,8 +96,12 @@ def validation_set(X_val: Any, y_val: Any, w_val: Any) -> bool:
     return bool(present)
 
 
-class BestEstimatorPredictions:
-    """``predict`` and ``predict_frame`` of a search, delegated to ``best_estimator_``."""
+class BestEstimatorPredictions(VersionedPickle):
+    """``predict`` and ``predict_frame`` of a search, delegated to ``best_estimator_``.
+
+    A pickled search records the metalearn version; loading it under another
+    version gives an :class:`~metalearn.InconsistentVersionWarning`.
+    """
 
     best_estimator_: Any
 
