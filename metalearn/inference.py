@@ -7,11 +7,15 @@
   heteroskedasticity-robust (sandwich) standard errors of the coefficients
   of the best linear approximation of the CATE, and pointwise intervals for
   its predictions.
+
+Every learner reaches them through its own
+:meth:`~metalearn.learners.base.MetaLearner.predict_interval`: analytic for a
+DR-learner with a linear final stage (kept by ``fit``, so no training data are
+needed), else the bootstrap on the training data it is given.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,110 +27,19 @@ from sklearn.utils.validation import check_is_fitted
 from metalearn._core import progress as _progress
 from metalearn._core.data import Data
 from metalearn._core.design import frame_backend
-from metalearn._core.frames import encode_features, to_native_frame
-from metalearn._core.results import TableResult, frame_rows
+from metalearn._core.frames import encode_features
+from metalearn._core.intervals import (
+    CATEIntervals,
+    LinearCATEInference,
+    _linear_stage_inference,
+    _linear_stage_problem,
+)
 from metalearn._core.tasks import n_workers, share_threads
 from metalearn.learners.nuisance import Nuisance
 
 __all__ = ["CATEIntervals", "LinearCATEInference", "bootstrap_cate", "linear_dr_inference"]
 
 
-@dataclass(frozen=True, repr=False, eq=False)
-class CATEIntervals(TableResult):
-    """Pointwise confidence intervals for CATE predictions.
-
-    Arrays have the shape of the learner's ``predict`` output: ``(n,)`` for
-    two variants, ``(n, K-1)`` for more.
-
-    Attributes
-    ----------
-    estimate : ndarray
-        The point estimates (the learner fitted on all rows).
-    std_error : ndarray
-        Standard errors (bootstrap standard deviation, or analytic).
-    ci_low, ci_high : ndarray
-        Interval bounds.
-    level : float
-        Confidence level.
-    method : str
-        How the intervals were computed.
-    names : list of str
-        Effect names ``tau_<variant>_vs_<control>``, one per column.
-    n_boot : int
-        Number of bootstrap replicates (0 for analytic intervals).
-    backend : object
-        Frame library of the rows the intervals are for (internal: the type
-        :meth:`to_frame` returns).
-
-    Examples
-    --------
-    >>> import metalearn as ml
-    >>> from sklearn.linear_model import LinearRegression
-    >>> sim = ml.datasets.simulate_nie_wager("B", n=500, seed=0)
-    >>> t = ml.TLearner(outcome_model=LinearRegression(), random_state=0)
-    >>> ci = ml.inference.bootstrap_cate(t, sim.X, sim.y, sim.w, X_new=sim.X[:3],
-    ...                                  n_boot=20, random_state=0)
-    >>> ci.names, ci.n_boot, ci.level, ci.estimate.shape
-    (['tau_1_vs_0'], 20, 0.95, (3,))
-    >>> ci.to_frame().columns
-    ['tau_1_vs_0', 'tau_1_vs_0_se', 'tau_1_vs_0_low', 'tau_1_vs_0_high']
-    """
-
-    estimate: np.ndarray
-    std_error: np.ndarray
-    ci_low: np.ndarray
-    ci_high: np.ndarray
-    level: float
-    method: str
-    names: list[str]
-    n_boot: int
-    backend: Any = None
-
-    def __repr__(self) -> str:
-        width = float(np.mean(self.ci_high - self.ci_low))
-        return (
-            f"CATEIntervals({len(self.estimate)} rows x {len(self.names)} effect(s), "
-            f"{self.level:.0%} intervals by {self.method}, mean width {width:.4g})"
-        )
-
-    def _summary_rows(self) -> list[dict[str, Any]]:
-        """Per effect: the mean estimate, standard error and width over the rows."""
-        k = len(self.names)
-        est, se, lo, hi = (
-            np.asarray(a, dtype=float).reshape(len(self.estimate), k)
-            for a in (self.estimate, self.std_error, self.ci_low, self.ci_high)
-        )
-        return [
-            {
-                "effect": name,
-                "n_rows": len(est),
-                "estimate_mean": float(np.mean(est[:, j])),
-                "std_error_mean": float(np.mean(se[:, j])),
-                "width_mean": float(np.mean(hi[:, j] - lo[:, j])),
-                "share_excluding_zero": float(np.mean((lo[:, j] > 0) | (hi[:, j] < 0))),
-                "level": self.level,
-                "method": self.method,
-                "n_boot": self.n_boot,
-            }
-            for j, name in enumerate(self.names)
-        ]
-
-    def to_frame(self) -> Any:
-        """The intervals as a frame: ``<name>``, ``<name>_se``, ``<name>_low``, ``<name>_high``.
-
-        pandas when the rows were given as pandas, else Polars.
-        """
-        cols: dict[str, np.ndarray] = {}
-        est = self.estimate.reshape(len(self.estimate), -1)
-        parts = [a.reshape(len(a), -1) for a in (self.std_error, self.ci_low, self.ci_high)]
-        for j, name in enumerate(self.names):
-            cols[name] = est[:, j]
-            for suffix, arr in zip(("_se", "_low", "_high"), parts, strict=True):
-                cols[name + suffix] = arr[:, j]
-        return to_native_frame(cols, self.backend)
-
-
-# ------------------------------------------------------------------- bootstrap
 def _replicate_learner(learner: Any, seed: int) -> Any:
     """A fresh copy of ``learner`` for one replicate: one worker, refits everything.
 
@@ -309,125 +222,6 @@ def bootstrap_cate(
 
 
 # ------------------------------------------------------------ linear DR stage
-@dataclass(frozen=True, repr=False, eq=False)
-class LinearCATEInference(TableResult):
-    """Sandwich inference for the linear final stage of a DR-learner.
-
-    Attributes
-    ----------
-    coef : ndarray of shape (n_variants - 1, n_features + 1)
-        Intercept and slopes of the best linear approximation of each
-        variant's CATE.
-    std_error : ndarray of shape (n_variants - 1, n_features + 1)
-        Their heteroskedasticity-robust standard errors.
-    cov : ndarray of shape (n_variants - 1, n_features + 1, n_features + 1)
-        Their covariance matrices.
-    terms : list of str
-        ``"intercept"`` and the feature names.
-    effects : list of str
-        ``tau_<variant>_vs_<control>`` per row of ``coef``.
-    cov_type : str
-        ``"HC0"`` or ``"HC1"``.
-    level : float
-        Confidence level of tables and intervals.
-    n : int
-        Number of training rows.
-    schema : FrameSchema
-        Internal: how the features of new rows are encoded for
-        :meth:`predict_interval`.
-    backend : object
-        Internal: the frame library of the training rows, the type of the
-        returned tables.
-
-    Examples
-    --------
-    >>> import metalearn as ml
-    >>> from sklearn.linear_model import LinearRegression
-    >>> sim = ml.datasets.simulate_confounded(n=2000, seed=0)
-    >>> dr = ml.DRLearner(outcome_model=LinearRegression(), effect_model=LinearRegression(),
-    ...                   final_stage="full", random_state=0)
-    >>> dr = dr.fit(sim.X, sim.y, sim.w, propensity=sim.propensity)
-    >>> inf = ml.inference.linear_dr_inference(dr, sim.X)
-    >>> inf.effects, inf.terms[:3], inf.coef.shape
-    (['tau_1_vs_0'], ['intercept', 'x0', 'x1'], (1, 7))
-    >>> bool(abs(inf.coef[0, 1] - 0.5) < 3 * inf.std_error[0, 1])  # slope of x0 is 0.5
-    True
-    """
-
-    coef: np.ndarray
-    std_error: np.ndarray
-    cov: np.ndarray
-    terms: list[str]
-    effects: list[str]
-    cov_type: str
-    level: float
-    n: int
-    schema: Any = None
-    backend: Any = None
-
-    def __repr__(self) -> str:
-        return (
-            f"LinearCATEInference({len(self.effects)} effect(s) x {len(self.terms)} terms, "
-            f"{self.cov_type} standard errors, n={self.n})"
-        )
-
-    def _summary_rows(self) -> list[dict[str, Any]]:
-        """The rows of :meth:`coef_table`."""
-        return frame_rows(self.coef_table())
-
-    def coef_table(self) -> Any:
-        """Coefficients with standard errors, z statistics, p-values and intervals, as a frame.
-
-        Columns: ``effect``, ``term``, ``estimate``, ``std_error``, ``z``,
-        ``p_value``, ``ci_low``, ``ci_high``; pandas for pandas training
-        input, else Polars.
-        """
-        z_crit = stats.norm.ppf(0.5 + self.level / 2)
-        eff = np.repeat(np.asarray(self.effects, dtype=object), len(self.terms))
-        term = np.tile(np.asarray(self.terms, dtype=object), len(self.effects))
-        est = self.coef.ravel()
-        se = self.std_error.ravel()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = est / se
-        return to_native_frame(
-            {
-                "effect": np.asarray(eff.tolist()),
-                "term": np.asarray(term.tolist()),
-                "estimate": est,
-                "std_error": se,
-                "z": z,
-                "p_value": 2 * stats.norm.sf(np.abs(z)),
-                "ci_low": est - z_crit * se,
-                "ci_high": est + z_crit * se,
-            },
-            self.backend,
-        )
-
-    def predict_interval(self, X: Any) -> CATEIntervals:
-        r"""Pointwise intervals :math:`z^\top\hat\beta \pm z_{1-\alpha/2}\sqrt{z^\top \hat V z}`.
-
-        ``z = (1, x)``; shapes as the learner's ``predict``.
-        """
-        Xa, _ = encode_features(X, self.schema)
-        Z = np.column_stack([np.ones(Xa.shape[0]), Xa])
-        est = Z @ self.coef.T
-        se = np.sqrt(np.einsum("ip,kpq,iq->ik", Z, self.cov, Z))
-        z_crit = stats.norm.ppf(0.5 + self.level / 2)
-        squeeze = est.shape[1] == 1
-        pick = (lambda a: a[:, 0]) if squeeze else (lambda a: a)
-        return CATEIntervals(
-            estimate=pick(est),
-            std_error=pick(se),
-            ci_low=pick(est - z_crit * se),
-            ci_high=pick(est + z_crit * se),
-            level=self.level,
-            method=f"linear DR final stage, {self.cov_type}",
-            names=list(self.effects),
-            n_boot=0,
-            backend=frame_backend(X),
-        )
-
-
 def linear_dr_inference(
     learner: Any, X: Any, *, cov_type: str = "HC1", level: float = 0.95
 ) -> LinearCATEInference:
@@ -472,7 +266,9 @@ def linear_dr_inference(
     -------
     LinearCATEInference
         Coefficients, robust covariance, ``coef_table()`` and
-        ``predict_interval(X_new)``.
+        ``predict_interval(X_new)``. The learner's own
+        ``dr.predict_interval(X_new, alpha=...)`` gives these HC1 intervals
+        without the training features (``fit`` keeps this fit).
 
     References
     ----------
@@ -509,21 +305,11 @@ def linear_dr_inference(
     if not hasattr(learner, "pseudo_outcomes"):
         raise TypeError(f"`learner` must be a fitted DRLearner; got {type(learner).__name__}.")
     check_is_fitted(learner, "pseudo_outcomes_")
-    from sklearn.linear_model import LinearRegression
-
-    template = learner._effect_template()
-    if not isinstance(template, LinearRegression) or not template.fit_intercept:
-        raise TypeError(
-            "Analytic intervals need a linear final stage: fit the DRLearner with "
-            "`effect_model=LinearRegression()` (with intercept); got "
-            f"{type(template).__name__}. Use `bootstrap_cate` for other final stages."
-        )
     phi = np.asarray(learner.pseudo_outcomes_)
-    if phi.shape[2] != 1:
-        raise ValueError(
-            "Analytic intervals support regression and binary outcomes; this learner has a "
-            f"multi-class outcome ({phi.shape[2]} classes). Use `bootstrap_cate`."
-        )
+    problem = _linear_stage_problem(learner._effect_template(), phi.shape[2])
+    if problem is not None:
+        kind, reason = problem
+        raise kind(f"{reason}. Use `bootstrap_cate` for other final stages and outcomes.")
     Xa, _ = encode_features(X, learner.schema_)
     n = phi.shape[0]
     if Xa.shape[0] != n:
@@ -531,33 +317,14 @@ def linear_dr_inference(
             f"`X` has {Xa.shape[0]} rows but the learner was fitted on {n}; pass the training "
             "features."
         )
-    Z = np.column_stack([np.ones(n), Xa])
-    p = Z.shape[1]
-    sw = getattr(learner, "_train_weight", None)
-    wt = np.ones(n) if sw is None else np.asarray(sw, dtype=np.float64)
-    Zw = Z * wt[:, None]
-    bread = np.linalg.pinv(Z.T @ Zw)
-    factor = n / (n - p) if cov_type == "HC1" else 1.0
-    coefs, covs = [], []
-    for j in range(phi.shape[1]):
-        target = phi[:, j, 0]
-        beta = bread @ (Zw.T @ target)
-        resid = target - Z @ beta
-        meat = (Zw * resid[:, None] ** 2).T @ (Z * wt[:, None])
-        covs.append(factor * bread @ meat @ bread)
-        coefs.append(beta)
-    coef = np.asarray(coefs)
-    cov = np.asarray(covs)
-    terms = ["intercept", *learner.schema_.output_names()]
-    return LinearCATEInference(
-        coef=coef,
-        std_error=np.sqrt(np.einsum("kpp->kp", cov)),
-        cov=cov,
-        terms=terms,
+    return _linear_stage_inference(
+        Xa,
+        phi,
+        getattr(learner, "_train_weight", None),
+        terms=["intercept", *learner.schema_.output_names()],
         effects=learner._effect_names(),
         cov_type=cov_type,
         level=level,
-        n=n,
         schema=learner.schema_,
         backend=frame_backend(X),
     )

@@ -38,6 +38,7 @@ RANK = {
 LAZY_UPWARD = {
     ("metalearn.learners.base", "metalearn.explain"),  # learner.explainer()
     ("metalearn.learners.base", "metalearn.scoring"),  # learner.evaluate(), .score()
+    ("metalearn.learners.base", "metalearn.inference"),  # predict_interval(method="bootstrap")
 }
 
 

@@ -34,8 +34,11 @@ from metalearn._core.positivity import check_arm_weights, warn_overlap
 from metalearn._core.results import AverageEffect
 from metalearn._core.tasks import TaskBuilder, accepts_sample_weight, make_folds, predict_models
 from metalearn._core.validation import (
+    VersionedPickle,
     allows_nan,
+    check_estimator,
     check_finite_X,
+    check_has_rows,
     check_n_jobs,
     check_random_state,
     check_regressor,
@@ -50,8 +53,12 @@ __all__ = ["MetaLearner", "PseudoOutcomeLearner", "PlanTerm", "learner_registry"
 DEFAULT_ATE_CLIP = 0.01
 
 
-class MetaLearner(BaseEstimator):
-    """Base class of the meta-learners. Not meant to be instantiated."""
+class MetaLearner(VersionedPickle, BaseEstimator):
+    """Base class of the meta-learners. Not meant to be instantiated.
+
+    A pickled learner records the metalearn version; loading it under another
+    version gives an :class:`~metalearn.InconsistentVersionWarning`.
+    """
 
     # Metadata routing: ``w`` (and known propensities) are requested by default
     # so that a Pipeline / GridSearchCV with routing enabled passes them on.
@@ -190,6 +197,14 @@ class MetaLearner(BaseEstimator):
         -------
         tau : ndarray of shape (n_samples,) for two variants, (n_samples, n_variants - 1)
             for more, with a trailing class axis for a multi-class outcome.
+
+        Raises
+        ------
+        ValueError
+            For an ``X`` without rows (any number of rows from one works), with
+            infinite values, or with NaN where a base model cannot take it (the
+            rules of ``fit``). The same holds for :meth:`predict_frame`,
+            :meth:`predict_outcomes` and the explainers.
         """
         return self._shape(self._predict_internal(X))
 
@@ -281,8 +296,8 @@ class MetaLearner(BaseEstimator):
             data = self._prepare(X, y, w, sample_weight, propensity, groups)
             if list(data.variants) != list(self.variants_):
                 raise ValueError(
-                    f"`w` holds the variants {list(data.variants)}, but the learner was "
-                    f"fitted on {list(self.variants_)}: pass rows of the same variants."
+                    f"`w` holds the variants {data.variants.tolist()}, but the learner was "
+                    f"fitted on {self.variants_.tolist()}: pass rows of the same variants."
                 )
             nuis = self.nuisance_
             if data.fingerprint != nuis.fingerprint_:
@@ -442,6 +457,8 @@ class MetaLearner(BaseEstimator):
             raise ValueError(f"`n_folds` must be an integer >= 2; got {self.n_folds!r}.")
         check_n_jobs(self.n_jobs)
         check_random_state(self.random_state)
+        for model in ("outcome_model", "propensity_model"):
+            check_estimator(getattr(self, model, None), model)
         clip = getattr(self, "propensity_clip", None)
         if clip is not None:
             try:
@@ -701,8 +718,9 @@ class MetaLearner(BaseEstimator):
         return nuis.mu_predict(Xa)
 
     def _check_predict_rows(self, Xa: np.ndarray, name: str = "X") -> None:
-        """Rows to predict: no infinities, and NaN only where every base model takes it."""
-        if Xa.size == 0 or np.isfinite(Xa).all():
+        """Rows to predict: at least one, no infinities, NaN only where each base model takes it."""
+        check_has_rows(Xa, name=name)
+        if np.isfinite(Xa).all():
             return
         params = self.get_params(deep=False)
         models = {n: params[n] for n in self._MODEL_PARAMS if n in params}
@@ -909,6 +927,154 @@ class MetaLearner(BaseEstimator):
     def _predict_tau(self, Xa: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _analytic_stage(self) -> tuple[Any, str]:
+        """Hook: ``(LinearCATEInference, "")`` of a linear final stage, or ``(None, reason)``."""
+        return None, (
+            f"the {type(self).__name__} has no analytic CATE intervals (only the DRLearner with "
+            "`effect_model=LinearRegression()` has)"
+        )
+
+    # --------------------------------------------------------------- intervals
+    def predict_interval(
+        self,
+        X: Any,
+        *,
+        alpha: float = 0.05,
+        method: str = "auto",
+        X_train: Any = None,
+        y_train: Any = None,
+        w_train: Any = None,
+        n_boot: int = 200,
+        n_jobs: int | None = None,
+        random_state: int | None = None,
+    ) -> Any:
+        r"""Pointwise ``1 - alpha`` confidence intervals for the CATE of new rows.
+
+        - ``method="analytic"``: for a :class:`~metalearn.DRLearner` with
+          ``effect_model=LinearRegression()`` (regression or binary outcome),
+          :math:`z^\top\hat\beta \pm z_{1-\alpha/2}\sqrt{z^\top\hat V z}`,
+          ``z = (1, x)``, from the least-squares fit of the training rows'
+          pseudo-outcomes and its HC1 sandwich covariance :math:`\hat V`,
+          both computed by ``fit``: the intervals of
+          :func:`metalearn.inference.linear_dr_inference` without the
+          training data. They are centred on that full-sample fit, which is
+          ``predict(X)`` with ``final_stage="full"``; the default cross-fitted
+          stage predicts with the mean of its fold fits, which differs from it
+          by far less than a standard error.
+        - ``method="bootstrap"``: any learner;
+          :func:`metalearn.inference.bootstrap_cate` (percentile intervals) on
+          the training data, which must then be passed as ``X_train``,
+          ``y_train`` and ``w_train``. The learner's settings are refitted
+          ``n_boot`` times; the estimate is its refit on all training rows
+          (``predict(X)`` when the learner was fitted on them with a fixed
+          ``random_state``).
+        - ``method="auto"``: analytic where the learner has it, else the
+          bootstrap when the training data are given.
+
+        Both describe the estimator's sampling variability, not its bias:
+        the analytic intervals cover the best linear approximation of the
+        CATE, which is the CATE when it is linear in the features.
+
+        Parameters
+        ----------
+        X : frame or array-like of shape (n_samples, n_features)
+            Rows to predict.
+        alpha : float, default=0.05
+            One minus the confidence level, in (0, 1).
+        method : {"auto", "analytic", "bootstrap"}, default="auto"
+        X_train, y_train, w_train : frame or array-like, default=None
+            The data the learner was fitted on, for the bootstrap; ignored by
+            the analytic intervals.
+        n_boot : int, default=200
+            Bootstrap replicates.
+        n_jobs : int, default=None
+            Joblib workers for the bootstrap replicates.
+        random_state : int, default=None
+            Seeds the bootstrap resampling (and unset seeds of the learner).
+
+        Returns
+        -------
+        metalearn.inference.CATEIntervals
+            ``estimate``, ``std_error``, ``ci_low`` and ``ci_high`` of the shape
+            of ``predict(X)``: ``(n_samples,)`` for two variants,
+            ``(n_samples, n_variants - 1)`` for more (one column per treated
+            variant, with a trailing class axis for a multi-class outcome
+            under the bootstrap); ``to_frame()`` labels the columns.
+
+        Examples
+        --------
+        >>> import metalearn as ml
+        >>> from sklearn.linear_model import LinearRegression, LogisticRegression
+        >>> sim = ml.datasets.simulate_confounded(n=1000, seed=0)
+        >>> dr = ml.DRLearner(outcome_model=LinearRegression(),
+        ...                   propensity_model=LogisticRegression(),
+        ...                   effect_model=LinearRegression(), random_state=0)
+        >>> ci = dr.fit(sim.X, sim.y, sim.w).predict_interval(sim.X[:5], alpha=0.1)
+        >>> ci.ci_low.shape, ci.level, ci.n_boot
+        ((5,), 0.9, 0)
+        >>> t = ml.TLearner(outcome_model=LinearRegression(), random_state=0)
+        >>> t = t.fit(sim.X, sim.y, sim.w)
+        >>> ci = t.predict_interval(sim.X[:5], X_train=sim.X, y_train=sim.y, w_train=sim.w,
+        ...                         n_boot=20, random_state=0)
+        >>> ci.method, bool((ci.ci_low <= ci.ci_high).all())
+        ('percentile bootstrap (20 replicates)', True)
+        """
+        check_is_fitted(self, "variants_")
+        if (
+            isinstance(alpha, bool)
+            or not isinstance(alpha, int | float | np.integer | np.floating)
+            or not 0.0 < alpha < 1.0
+        ):
+            raise ValueError(f"`alpha` must be in (0, 1), e.g. 0.05; got {alpha!r}.")
+        if method not in ("auto", "analytic", "bootstrap"):
+            raise ValueError(f"`method` must be 'auto', 'analytic' or 'bootstrap'; got {method!r}.")
+        name = type(self).__name__
+        train = {"X_train": X_train, "y_train": y_train, "w_train": w_train}
+        missing = [k for k, v in train.items() if v is None]
+        if 0 < len(missing) < len(train):
+            raise ValueError(
+                f"`{name}.predict_interval` needs `X_train`, `y_train` and `w_train` together "
+                f"for the bootstrap; {', '.join(f'`{m}`' for m in missing)} missing."
+            )
+        level = 1.0 - float(alpha)
+        if method != "bootstrap":
+            stage, reason = self._analytic_stage()
+            if stage is not None:
+                from metalearn._core.design import frame_backend
+
+                return stage._intervals(self._encode_rows(X), frame_backend(X), level)
+            if method == "analytic":
+                raise ValueError(
+                    f"`method='analytic'` is not available: {reason}. Use "
+                    "`method='bootstrap'` with the training data `X_train`, `y_train` and "
+                    "`w_train`."
+                )
+            if missing:
+                raise ValueError(
+                    f"`{name}.predict_interval` has no analytic intervals here ({reason}): "
+                    "pass the training data `X_train`, `y_train` and `w_train` for bootstrap "
+                    "intervals."
+                )
+        elif missing:
+            raise ValueError(
+                f"`method='bootstrap'` refits the {name} on bootstrap samples of its training "
+                f"data: pass `X_train`, `y_train` and `w_train` "
+                f"({', '.join(f'`{m}`' for m in missing)} missing)."
+            )
+        from metalearn.inference import bootstrap_cate
+
+        return bootstrap_cate(
+            self,
+            X_train,
+            y_train,
+            w_train,
+            X_new=X,
+            n_boot=n_boot,
+            level=level,
+            n_jobs=n_jobs,
+            random_state=random_state,
+        )
+
 
 class PseudoOutcomeLearner(MetaLearner):
     """Base of the learners whose CATE regresses pseudo-outcomes on ``X`` alone (R, DR, RA).
@@ -960,7 +1126,8 @@ class PlanTerm:
     Attributes
     ----------
     coef : float
-    model : fitted estimator
+    model : fitted estimator or None
+        ``None``: the constant ``coef`` (no feature takes a share of it).
     variant : int or None
         Indicator columns of this variant code are appended to ``x``...
     indicators : callable or None

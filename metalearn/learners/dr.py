@@ -47,6 +47,8 @@ class DRLearner(PseudoOutcomeLearner):
         noise of the final-stage targets at small ``n`` (at n = 1,000 on the
         Nie and Wager setups, 5-100x the test MSE; see ``benchmarks/RESULTS.md``,
         "Small n"); pass ``LGBMRegressor(verbose=-1)`` for the former default.
+        With ``LinearRegression()`` (with intercept), :meth:`predict_interval`
+        gives analytic (sandwich) intervals without the training data.
     nuisance : Nuisance, default=None
         A fitted :class:`~metalearn.Nuisance` to reuse.
     control : object, default=None
@@ -180,6 +182,7 @@ class DRLearner(PseudoOutcomeLearner):
         phi = self.pseudo_outcomes(data, nuis)
         self.pseudo_outcomes_ = phi
         self._train_weight = data.sample_weight
+        self._linear_stage = self._fit_linear_stage(data, phi)
         rows = np.arange(data.n)
         specs, keys = [], []
         for j, k in enumerate(self._treated_codes):
@@ -188,7 +191,41 @@ class DRLearner(PseudoOutcomeLearner):
                 keys.append((k, d))
         return self._fit_pseudo_outcomes(data, specs, keys, folds, honest)
 
+    def _fit_linear_stage(self, data: Data, phi: np.ndarray) -> Any:
+        """The sandwich inference of a linear final stage (``None`` for other final stages).
+
+        :func:`metalearn.inference.linear_dr_inference` on the training rows, HC1,
+        kept so that :meth:`predict_interval` needs no training data; the cost
+        is one p x p matrix per effect.
+        """
+        from metalearn._core.intervals import _linear_stage_inference, _linear_stage_problem
+
+        if _linear_stage_problem(self._effect_template(data.n), data.out_dim) is not None:
+            return None
+        return _linear_stage_inference(
+            data.X,
+            phi,
+            data.sample_weight,
+            terms=["intercept", *self.schema_.output_names()],
+            effects=self._effect_names(),
+            cov_type="HC1",
+            level=0.95,
+            schema=self.schema_,
+            backend=None,
+        )
+
     # Hooks -------------------------------------------------------------------
+    def _analytic_stage(self) -> tuple[Any, str]:
+        """The fitted linear final stage, or why there is none."""
+        stage = getattr(self, "_linear_stage", None)
+        if stage is not None:
+            return stage, ""
+        from metalearn._core.intervals import _linear_stage_problem
+
+        problem = _linear_stage_problem(self._effect_template(), self._out_dim)
+        reason = "refit the learner" if problem is None else problem[1]
+        return None, reason
+
     def _final_loss(
         self,
         Y: np.ndarray,
