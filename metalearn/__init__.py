@@ -21,12 +21,12 @@ from metalearn import learners as _learners
 from metalearn._core.positivity import OverlapWarning
 from metalearn._core.progress import progress
 from metalearn._core.results import AverageEffect
-from metalearn.learners import DRLearner, RLearner, SLearner, TLearner, XLearner
+from metalearn._core.validation import BaseModelError, InconsistentVersionWarning
+from metalearn._core.version import __version__ as __version__
+from metalearn.learners import DRLearner, RLearner, SLearner, StackedLearner, TLearner, XLearner
 from metalearn.learners.nuisance import Nuisance
 from metalearn.policy import PolicyTree
 from metalearn.tuning import MetaLearnerGridSearch, MetaLearnerOptunaSearch, SelectionWarning
-
-__version__ = "0.1.0.dev0"
 
 # Learners added as new files in metalearn/learners/ are exported too.
 _extra_learners = [n for n in _learners.__all__ if n not in globals()]
@@ -34,7 +34,9 @@ globals().update({n: getattr(_learners, n) for n in _extra_learners})
 
 __all__ = [
     "AverageEffect",
+    "BaseModelError",
     "DRLearner",
+    "InconsistentVersionWarning",
     "MetaLearnerGridSearch",
     "MetaLearnerOptunaSearch",
     "Nuisance",
@@ -43,6 +45,7 @@ __all__ = [
     "RLearner",
     "SLearner",
     "SelectionWarning",
+    "StackedLearner",
     "TLearner",
     "XLearner",
     "ate",

@@ -312,7 +312,8 @@ def test_tune_writes_effects_of_the_best_settings_and_resumes(
     )
     rc, stdout, err = _run(capsys, *argv)
     assert rc == 0, err
-    assert err == ""
+    # Two trials on 600 rows: the pick may not beat a constant effect, and the CLI says so.
+    assert all(line.startswith("metalearn: warning: The pick of") for line in err.splitlines())
     assert "DR-learner" in stdout and "3 studies" in stdout
     assert "600 rows, 4 features" in stdout
     assert f"storage: {journal}; 0 finished trials loaded" in stdout

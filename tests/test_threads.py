@@ -341,8 +341,13 @@ def test_optuna_trials_share_the_budget(budget: Any, small_data: Any) -> None:
         scoring_nuisance=yardstick,
     ).fit(small_data.X, small_data.y, small_data.w)
     assert RecordingRidge.fits
+    # The selection check refits the best and the runner-up trial after the study, alone:
+    # 1 run x 2 learner workers x 4 threads. Its fits are the last ones.
+    per_run = len(RecordingRidge.fits) // 6  # 4 trials and 2 refits, the same fits each
+    trials, check = RecordingRidge.fits[: 4 * per_run], RecordingRidge.fits[4 * per_run :]
     # 2 trials x 2 learner workers x 2 threads = the budget of 8
-    assert set(RecordingRidge.fits) == {2}
+    assert set(trials) == {2}
+    assert set(check) == {4}
 
 
 def test_grid_candidates_share_the_budget(budget: Any, small_data: Any) -> None:

@@ -14,10 +14,11 @@ from metalearn.learners.base import MetaLearner
 from metalearn.learners.dr import DRLearner
 from metalearn.learners.r import RLearner
 from metalearn.learners.s import SLearner
+from metalearn.learners.stack import StackedLearner
 from metalearn.learners.t import TLearner
 from metalearn.learners.x import XLearner
 
-__all__ = ["SLearner", "TLearner", "XLearner", "RLearner", "DRLearner"]
+__all__ = ["SLearner", "TLearner", "XLearner", "RLearner", "DRLearner", "StackedLearner"]
 
 
 def _discover() -> None:

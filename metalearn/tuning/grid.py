@@ -250,6 +250,7 @@ class _BaseSearch(BestEstimatorPredictions, BaseEstimator):
         self.results_ = results_frame(records, names, X)
         self.best_index_ = best_index(values, direction)
         self.best_params_ = params[self.best_index_]
+        self._candidate_params = params  # for StackedLearner.from_search
         self.best_score_ = float(values[self.best_index_])
         self.scoring_ = scoring
         self.n_candidates_ = len(params)
@@ -273,6 +274,34 @@ class _BaseSearch(BestEstimatorPredictions, BaseEstimator):
             self.refit_time_ = time.perf_counter() - start
         ev.cache.clear()
         return self
+
+    def top_candidates(self, n: int) -> list[MetaLearner]:
+        """The ``n`` best candidates (by rank; failed ones never), as unfitted learners.
+
+        Parameters
+        ----------
+        n : int
+            How many; fewer when fewer candidates scored.
+
+        Returns
+        -------
+        list of learners
+            Built from the search's template and each candidate's parameters,
+            best first, e.g. for :meth:`metalearn.StackedLearner.from_search`.
+        """
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "results_")
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise ValueError(f"`n` must be a positive integer; got {n!r}.")
+        ranked = np.argsort(np.asarray(self.results_["rank"]), kind="stable")
+        errors = list(self.results_["error"])
+        keep = [int(i) for i in ranked if errors[int(i)] is None][: int(n)]
+        template = check_learner(self.learner)
+        return [
+            build_candidate(template, self._candidate_params[i], where=self._space_name)
+            for i in keep
+        ]
 
     def _check_selection(
         self,
