@@ -41,22 +41,19 @@ nb_execution_mode = "cache"
 nb_execution_raise_on_error = True
 nb_execution_timeout = 300
 
-# The learning-mindset case study reads a CSV that metalearn does not bundle. The
-# repository's parent holds a copy in shared/data; point METALEARN_MINDSET_CSV at
-# yours to build elsewhere. Without it the page is rendered unexecuted.
-_mindset = Path(
-    os.environ.setdefault(
-        "METALEARN_MINDSET_CSV",
-        str(Path(__file__).resolve().parents[2] / "shared" / "data" / "learning_mindset.csv"),
-    )
-)
-nb_execution_excludepatterns: list[str] = []
-if not _mindset.is_file():
-    print(f"metalearn docs: {_mindset} not found; case_studies/learning_mindset is not executed")
-    nb_execution_excludepatterns.append("case_studies/learning_mindset.md")
-    suppress_warnings = ["myst-nb.lexer"]  # an unexecuted page has no kernel language
+# The learning-mindset case study uses the real data when it finds them and a
+# simulated stand-in (`metalearn.datasets.simulate_learning_mindset`) otherwise, so it
+# is executed in every build. metalearn does not bundle the CSV: point
+# METALEARN_MINDSET_CSV at your copy; by default the build looks in the repository's
+# parent, shared/data. The page says which data it used.
+_mindset = Path(__file__).resolve().parents[2] / "shared" / "data" / "learning_mindset.csv"
+if "METALEARN_MINDSET_CSV" not in os.environ and _mindset.is_file():
+    os.environ["METALEARN_MINDSET_CSV"] = str(_mindset)
 
 
 html_theme = "pydata_sphinx_theme"
 html_title = "metalearn"
 html_theme_options = {"show_toc_level": 2}
+# Wide code cells, outputs and tables scroll sideways instead of being cut off.
+html_static_path = ["_static"]
+html_css_files = ["metalearn.css"]

@@ -41,14 +41,14 @@ from sklearn.utils import check_random_state
 
 from metalearn._core.design import add_column, py, take_rows
 from metalearn._core.frames import encode_features, to_1d_array
-from metalearn._core.results import AverageEffect
+from metalearn._core.results import AverageEffect, TableResult, scalar_fields
 from metalearn._core.validation import control_index, encode_treatment
 
 __all__ = ["Refutation", "placebo", "random_common_cause", "subset"]
 
 
 @dataclass(frozen=True, repr=False, eq=False)
-class Refutation:
+class Refutation(TableResult):
     """Outcome of one refutation check for one treated variant.
 
     Attributes
@@ -75,6 +75,10 @@ class Refutation:
     statistics : ndarray of shape (n_repeats,)
         The re-estimates, one per repetition.
 
+    ``summary()`` gives the result as a one-row frame (the scalar attributes
+    and ``n_repeats``; not the re-estimates), which notebooks show as a
+    table.
+
     Examples
     --------
     >>> import metalearn as ml
@@ -85,6 +89,8 @@ class Refutation:
     ('subset', 1, 0, 3, True)
     >>> bool(abs(res.statistic - res.expected) <= res.tolerance)
     True
+    >>> res.summary().columns[:4], res.summary()["n_repeats"][0]
+    (['check', 'variant', 'control', 'estimate'], 3)
     """
 
     check: str
@@ -102,6 +108,9 @@ class Refutation:
     @property
     def n_repeats(self) -> int:
         return len(self.statistics)
+
+    def _summary_rows(self) -> list[dict[str, Any]]:
+        return [scalar_fields(self) | {"n_repeats": self.n_repeats}]
 
     def __repr__(self) -> str:
         verdict = "passed" if self.passed else "FAILED"

@@ -48,6 +48,8 @@ _COLUMNS = {
     "feature_perturbation exact additive n_models n_background max_additivity_error "
     "fidelity_r2 note",
     "Overlap": "variant control auc share_outside bounds suggested_bounds method n",
+    "Refutation": "check variant control estimate std_error statistic expected tolerance "
+    "passed rule n_repeats",
 }
 EXPECTED: dict[str, list[str]] = {k: v.split() for k, v in _COLUMNS.items()}
 
@@ -85,6 +87,9 @@ def _results(as_pandas: bool) -> dict[str, Any]:
         "LeafEffect": tree.leaves[0],
         "ExplanationInfo": explainer.info_["tau_1_vs_0"],
         "Overlap": ml.diagnostics.overlap(X, w, propensity=e),
+        "Refutation": ml.refute.subset(
+            ml.ate.difference_in_means, X, y, w, n_repeats=3, random_state=0
+        ),
     }
     return out
 
@@ -163,6 +168,18 @@ def test_values_in_the_summary_are_the_fields(results: dict[str, Any]) -> None:
     assert ev.summary().equals(ev.losses)
     inf = results["LinearCATEInference"]
     assert inf.summary().equals(inf.coef_table())
+
+
+def test_refutation_summary_is_its_verdict_in_one_row(results: dict[str, Any]) -> None:
+    res = results["Refutation"]
+    row = res.summary().row(0, named=True)
+    assert res.summary().height == 1
+    assert (row["check"], row["variant"], row["control"]) == ("subset", 1, 0)
+    assert row["passed"] is res.passed and row["rule"] == res.rule
+    assert row["statistic"] == res.statistic and row["tolerance"] == res.tolerance
+    assert row["n_repeats"] == 3 == len(res.statistics)
+    assert "statistics" not in row  # the re-estimates stay on the object
+    assert repr(res).startswith("Refutation(subset, 1 vs 0: ")  # its own one-line repr
 
 
 def test_summary_follows_pandas_input_where_the_result_knows_it(
