@@ -26,7 +26,12 @@ from metalearn._core.version import __version__ as __version__
 from metalearn.learners import DRLearner, RLearner, SLearner, StackedLearner, TLearner, XLearner
 from metalearn.learners.nuisance import Nuisance
 from metalearn.policy import PolicyTree
-from metalearn.tuning import MetaLearnerGridSearch, MetaLearnerOptunaSearch, SelectionWarning
+from metalearn.tuning import (
+    MetaLearnerGridSearch,
+    MetaLearnerOptunaSearch,
+    SelectionWarning,
+    auto_cate,
+)
 
 # Learners added as new files in metalearn/learners/ are exported too.
 _extra_learners = [n for n in _learners.__all__ if n not in globals()]
@@ -49,6 +54,7 @@ __all__ = [
     "TLearner",
     "XLearner",
     "ate",
+    "auto_cate",
     "datasets",
     "diagnostics",
     "evaluation",

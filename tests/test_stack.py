@@ -12,6 +12,7 @@ from sklearn.base import clone
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 
 import metalearn as ml
+from metalearn._core.formulas import clip_propensity, pair_propensity, r_residuals
 from metalearn.learners.stack import _nnls_with_intercept
 
 LIN = {"outcome_model": LinearRegression(), "propensity_model": LogisticRegression()}
@@ -102,8 +103,20 @@ def test_fit_predict_combines_the_out_of_fold_effects() -> None:
     X, y, w, _ = _linear_effect(1000, 2)
     stack = _stack()
     oof = stack.fit_predict(X, y, w)
-    expected = stack.intercept_[0, 0] + stack.oof_effects_[:, :, 0, 0] @ stack.weights_[0, 0]
-    np.testing.assert_allclose(oof, expected, rtol=1e-12)
+    # Each fold's rows are combined with weights fitted on the other fold's R-residuals.
+    nuis = stack.nuisance_
+    folds = nuis._made_folds()
+    p = clip_propensity(pair_propensity(nuis.oof_["e"], 1, 0), 0.01)
+    ry, rt = r_residuals(y[:, None], w == 1, nuis.oof_["m:0:1"], p)
+    taus = stack.oof_effects_[:, :, 0, 0]
+    expected = np.empty(len(y))
+    for f in np.unique(folds):
+        fit, out = folds != f, folds == f
+        a, c = _nnls_with_intercept(taus[fit], ry[fit, 0], rt[fit], np.ones(fit.sum()))
+        expected[out] = c + taus[out] @ a
+    np.testing.assert_allclose(oof, expected, rtol=1e-10)
+    full = stack.intercept_[0, 0] + taus @ stack.weights_[0, 0]
+    assert not np.allclose(oof, full)  # not the all-row weights of `predict`
     for i in range(len(stack.learners_)):
         np.testing.assert_allclose(
             stack.oof_effects_[:, i, 0, 0], clone(_base()[i][1]).fit_predict(X, y, w), rtol=1e-10
@@ -136,7 +149,7 @@ def test_explains_evaluates_and_averages_like_a_learner() -> None:
     assert next(iter(explainer.info_.values())).exact
     ev = stack.evaluate(X, y, w)
     assert set(ev.losses["loss"].to_list()) == {"r_loss", "dr_loss", "plugin"}
-    effect = stack.ate()  # AIPW from the stack's own cross-fitted nuisances
+    effect = stack.ate(X, y, w)  # AIPW from the stack's own cross-fitted nuisances
     assert effect.method == "AIPW (ATE)"
     assert effect.ci_low < 1.0 < effect.ci_high  # the true ATE: E[1 + x0] = 1
     again = pickle.loads(pickle.dumps(stack))

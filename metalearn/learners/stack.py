@@ -95,11 +95,12 @@ class StackedLearner(MetaLearner):
     -----
     The weights are fitted on the base learners' out-of-fold effects, so a
     base learner that overfits gets no credit for it. The stack's
-    ``fit_predict`` returns the combination of those same out-of-fold
-    effects: the ``J + 1`` weights are fitted on the rows they are applied
-    to, an optimism that is small while ``J`` is small against the number
-    of rows. ``fit`` and ``fit_predict`` cost one ``fit_predict`` of each
-    base learner plus the stack's nuisance stage.
+    ``fit_predict`` is honest twice over: each row's estimate combines the
+    base learners' out-of-fold effects with weights fitted on the other
+    folds of the stack's nuisance stage (``weights_`` and ``intercept_``,
+    used by ``predict``, are fitted on all rows). ``fit`` and
+    ``fit_predict`` cost one ``fit_predict`` of each base learner plus the
+    stack's nuisance stage.
 
     References
     ----------
@@ -130,8 +131,15 @@ class StackedLearner(MetaLearner):
     (3,)
     """
 
-    _nuisance_for_fit = frozenset({"mu", "e", "m"})
-    _nuisance_for_oof = frozenset({"mu", "e", "m"})
+    @property
+    def _nuisance_for_fit(self) -> frozenset[str]:  # type: ignore[override]
+        # The loss's nuisances only: the R-loss reads the pairs' marginal outcomes, the
+        # DR-loss the per-variant outcomes (and then ``ate()`` comes from the fit).
+        return frozenset({"m", "e"}) if self.loss == "r_loss" else frozenset({"mu", "e"})
+
+    @property
+    def _nuisance_for_oof(self) -> frozenset[str]:  # type: ignore[override]
+        return self._nuisance_for_fit
 
     def __init__(
         self,
@@ -166,7 +174,8 @@ class StackedLearner(MetaLearner):
 
         Parameters
         ----------
-        search : fitted MetaLearnerGridSearch or MetaLearnerRandomizedSearch
+        search : fitted MetaLearnerGridSearch, MetaLearnerRandomizedSearch or
+            MetaLearnerOptunaSearch
         n_learners : int, default=3
             How many of the best candidates (by rank) to combine.
         **params
@@ -182,8 +191,8 @@ class StackedLearner(MetaLearner):
         top = getattr(search, "top_candidates", None)
         if top is None:
             raise TypeError(
-                "`search` must be a fitted MetaLearnerGridSearch or MetaLearnerRandomizedSearch; "
-                f"got {type(search).__name__}."
+                "`search` must be a fitted MetaLearnerGridSearch, MetaLearnerRandomizedSearch or "
+                f"MetaLearnerOptunaSearch; got {type(search).__name__}."
             )
         learners = top(n_learners)
         yardstick = getattr(search, "scoring_nuisance", None)
@@ -266,6 +275,7 @@ class StackedLearner(MetaLearner):
         K1, D = taus.shape[2], taus.shape[3]
         self.weights_ = np.zeros((K1, D, len(fitted)))
         self.intercept_ = np.zeros((K1, D))
+        oof = np.zeros((data.n, K1, D))
         sw = np.ones(data.n) if data.sample_weight is None else data.sample_weight
         Y = data.target_matrix()
         c = self._control_code
@@ -290,9 +300,18 @@ class StackedLearner(MetaLearner):
                 )
                 self.weights_[j, d] = a
                 self.intercept_[j, d] = b
-        if not honest:
-            return None
-        return self._combine(taus)
+                if honest:  # each fold's rows combined by weights fitted on the other folds
+                    for f in np.unique(folds):
+                        fit_rows = rows[folds[rows] != f]
+                        out_rows = np.flatnonzero(folds == f)
+                        a_f, b_f = _nnls_with_intercept(
+                            taus[fit_rows, :, j, d],
+                            target[fit_rows, d],
+                            scale[fit_rows],
+                            sw[fit_rows],
+                        )
+                        oof[out_rows, j, d] = b_f + taus[out_rows, :, j, d] @ a_f
+        return oof if honest else None
 
     def _combine(self, taus: np.ndarray) -> np.ndarray:
         """``c + sum_j alpha_j tau_j`` of (n, J, K-1, D) effects."""

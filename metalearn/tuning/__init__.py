@@ -41,14 +41,17 @@ Two ways to tune a learner:
 
 from metalearn.tuning._selection import SelectionCheck, SelectionWarning
 from metalearn.tuning._spaces import lightgbm_space
+from metalearn.tuning.auto import AutoCATE, auto_cate
 from metalearn.tuning.grid import MetaLearnerGridSearch, MetaLearnerRandomizedSearch
 from metalearn.tuning.optuna import MetaLearnerOptunaSearch
 
 __all__ = [
+    "AutoCATE",
     "MetaLearnerGridSearch",
     "MetaLearnerOptunaSearch",
     "MetaLearnerRandomizedSearch",
     "SelectionCheck",
     "SelectionWarning",
+    "auto_cate",
     "lightgbm_space",
 ]

@@ -532,19 +532,36 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
                 return {}
             return sample_space(trial, final_space, choices, applicable=applicable)
 
-        def build(params: dict[str, Any]) -> MetaLearner:
+        def candidate(params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+            """The learner choice of ``params`` and the parameters to set on its template."""
             chosen = params.get(LEARNER_KEY, choices.default_name())
-            template = choices.get(chosen)
             name = chosen if isinstance(chosen, str) else type(chosen).__name__
             fixed = {k: v for k, v in frozen.items() if applicable(name, k)}
             rest = {k: v for k, v in params.items() if k != LEARNER_KEY}
-            return build_candidate(template, {**fixed, **rest}, where="search_space")
+            return chosen, {**fixed, **rest}
+
+        def build(params: dict[str, Any]) -> MetaLearner:
+            chosen, merged = candidate(params)
+            return build_candidate(choices.get(chosen), merged, where="search_space")
 
         def objective(trial: Trial) -> Any:
             params = params_of(trial)
             learner = build(params)
             trial.set_user_attr("learner", type(learner).__name__)
             trial.set_user_attr("worker", worker)
+            # The sampler may propose a finished trial's settings again (a learner choice with
+            # nothing left to tune, a small categorical space): the fit is deterministic, so
+            # the trial takes that trial's scores instead of fitting again.
+            done = trial.study.get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)
+            )
+            twin = next((t for t in done if t.params == trial.params), None)
+            if twin is not None:
+                for key, value in twin.user_attrs.items():
+                    if key not in ("worker", "repeat_of"):
+                        trial.set_user_attr(key, value)
+                trial.set_user_attr("repeat_of", twin.number)
+                return twin.values if len(twin.values) > 1 else twin.values[0]
             with fit_errors(), share_threads(workers):  # trials side by side share the threads
                 out = ev.run(learner, report=self._reporter(trial, prune_on))
             trial.set_user_attr("scores", _jsonable(out.scores))
@@ -580,6 +597,15 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
             if len(scoring) == 1
             else {s: float(v) for s, v in zip(scoring, values, strict=True)}
         )
+        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        # Every finished trial as (learner choice, parameters): for top_candidates().
+        self._trial_candidates = {
+            t.number: (
+                t.values[0],
+                candidate(params_of(optuna.trial.FixedTrial(t.params, t.number))),
+            )
+            for t in complete
+        }
         self.selection_ = self._check_selection(study, best, scoring[0], ev, build, params_of)
         if self.refit:
             start = time.perf_counter()
@@ -589,6 +615,43 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
         self.results_ = self._results(cls_flag, X)
         ev.cache.clear()
         return self
+
+    def top_candidates(self, n: int) -> list[MetaLearner]:
+        """The learners of the ``n`` best complete trials of the final study, unfitted.
+
+        Ranked by the first score; trials with the same parameters count once.
+
+        Parameters
+        ----------
+        n : int
+            How many; fewer when fewer trials completed.
+
+        Returns
+        -------
+        list of learners
+            Best first, e.g. for :meth:`metalearn.StackedLearner.from_search`.
+        """
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "_trial_candidates")
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise ValueError(f"`n` must be a positive integer; got {n!r}.")
+        sign = -1.0 if score_direction(self.scoring_[0]) == "maximize" else 1.0
+        ranked = sorted(
+            (v for v in self._trial_candidates.values() if np.isfinite(v[0])),
+            key=lambda v: sign * v[0],
+        )
+        choices = Choices(self.learner)
+        out: list[MetaLearner] = []
+        seen: list[tuple[Any, dict[str, Any]]] = []
+        for _, (chosen, params) in ranked:
+            if (chosen, params) in seen:
+                continue
+            seen.append((chosen, params))
+            out.append(build_candidate(choices.get(chosen), params, where="search_space"))
+            if len(out) == int(n):
+                break
+        return out
 
     def _check_selection(
         self,
@@ -642,18 +705,25 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
             ("propensity", "propensity_model", "propensity"),
         ):
             names = {k: d for k, d in space.items() if k.split("__")[0] == prefix}
-            if not names or not applies(base, next(iter(names))):
+            if not names:
+                continue
+            # The model of the stage is that of the first learner choice that has it (with
+            # learner choices T and DR, the DR-learner's propensity model).
+            first = next(iter(names))
+            owners = [base, *learner_options(space, choices).values()]
+            owner = next((lrn for lrn in owners if applies(lrn, first)), None)
+            if owner is None:
                 continue
             if stage == "propensity" and train.data.propensity is not None:
                 continue  # known propensities: nothing to tune
             nstage = NuisanceStage(
                 train.data,
                 kind,
-                control=base.control,
-                n_folds=base.n_folds,
+                control=owner.control,
+                n_folds=owner.n_folds,
                 random_state=self.random_state if self.random_state is not None else 0,
                 metrics=ev.metrics,
-                n_jobs=base.n_jobs,
+                n_jobs=owner.n_jobs,
             )
             metric = ev.metrics["propensity" if stage == "propensity" else "outcome"][0]
             score = f"{'marginal' if kind == 'marginal' else stage}_{metric}"
@@ -667,12 +737,13 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
                 nstage: Any = nstage,
                 prefix: str = prefix,
                 score: str = score,
+                owner: MetaLearner = owner,
             ) -> float:
                 params = {k: _suggest(trial, k, d) for k, d in names.items()}
-                built = build_candidate(base, params, where="search_space")
+                built = build_candidate(owner, params, where="search_space")
                 model = built.get_params(deep=False)[prefix]
                 trial.set_user_attr("worker", worker)
-                trial.set_user_attr("learner", type(base).__name__)
+                trial.set_user_attr("learner", type(owner).__name__)
                 start = time.perf_counter()
                 with fit_errors(), share_threads(workers):  # side by side: shared threads
                     loss = nstage.loss(model, report=self._reporter(trial, ""))

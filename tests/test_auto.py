@@ -1,0 +1,115 @@
+"""auto_cate: staged choice of a learner and its settings, a stack, and the report."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+
+import metalearn as ml
+from metalearn.tuning import AutoCATE
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def auto() -> tuple[AutoCATE, Any]:
+    sim = ml.datasets.simulate_nie_wager("A", n=600, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = ml.auto_cate(
+            sim.X,
+            sim.y,
+            sim.w,
+            n_trials=5,
+            nuisance_trials=2,
+            learners=["T", "DR"],
+            stack=2,
+            n_folds=2,
+            random_state=0,
+        )
+    return result, sim
+
+
+def test_studies_tune_both_nuisances_then_the_learner(auto: Any) -> None:
+    result, _ = auto
+    search = result.search
+    # The propensity model is tuned although the first learner choice (T) has none.
+    assert set(search.studies_) == {"outcome", "propensity", "final"}
+    final = search.studies_["final"].trials
+    assert {t.params["learner"] for t in final} <= {"T", "DR"}
+    # A T-learner has nothing left to tune in the final study: its repeats are not refitted.
+    t_trials = [t for t in final if t.params["learner"] == "T"]
+    assert all("repeat_of" in t.user_attrs for t in t_trials[1:])
+    assert len({t.value for t in t_trials}) <= 1
+
+
+def test_choice_is_the_lower_loss_and_predicts(auto: Any) -> None:
+    result, sim = auto
+    if result.choice == "stack":
+        assert result.stack_loss < result.single_loss
+        assert result.learner is result.stack
+    else:
+        assert not result.stack_loss < result.single_loss
+        assert result.learner is result.search.best_estimator_
+    assert result.single_loss == pytest.approx(result.search.best_score_)
+    np.testing.assert_array_equal(result.predict(sim.X[:4]), result.learner.predict(sim.X[:4]))
+    assert result.selection is result.search.selection_
+
+
+def test_stack_loss_is_its_cross_fitted_loss_on_the_yardstick(auto: Any) -> None:
+    result, _ = auto
+    stack = result.stack
+    assert isinstance(stack, ml.StackedLearner) and len(stack.learners_) == 2
+    oof = stack._shape(stack.oof_tau_)  # its honest estimates of the training rows
+    table = ml.scoring.cate_losses(oof, result.search.scoring_nuisance_)
+    loss = table.filter(table["loss"] == "r_loss")["value"][0]
+    assert result.stack_loss == pytest.approx(loss, rel=1e-10)
+
+
+def test_report_frame_and_plot(auto: Any) -> None:
+    result, _ = auto
+    frame = result.summary()
+    assert list(frame.columns) == ["candidate", "learner", "r_loss", "chosen"]
+    assert frame["chosen"].sum() == 1
+    assert frame["candidate"].to_list()[-1] == "stack"
+    assert "AutoCATE(choice=" in repr(result) and "<table>" in result._repr_html_()
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = result.plot()
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "stack" in labels and "constant effect" in labels
+
+
+def test_time_budget_stops_the_studies() -> None:
+    sim = ml.datasets.simulate_nie_wager("B", n=400, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = ml.auto_cate(
+            sim.X, sim.y, sim.w, time_budget=2.0, n_trials=10_000, nuisance_trials=10_000,
+            learners=["T"], stack=0, n_folds=2, random_state=0,
+        )  # fmt: skip
+    finished = len(result.search.studies_["outcome"].trials)
+    assert 1 <= finished < 10_000
+    assert result.stack is None and np.isnan(result.stack_loss)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"scoring": "plugin"}, r'`scoring` must be "r_loss" or "dr_loss"'),
+        ({"time_budget": 0}, r"`time_budget` must be a positive number"),
+        ({"stack": -1}, r"`stack` must be a non-negative integer"),
+        ({"learners": []}, r"`learners` must be a non-empty list"),
+        ({"learners": ["Q"]}, r"Unknown learner 'Q' in `learners`"),
+    ],
+)
+def test_bad_arguments_name_themselves(kw: dict[str, Any], match: str) -> None:
+    sim = ml.datasets.simulate_nie_wager("B", n=200, seed=0)
+    with pytest.raises(ValueError, match=match):
+        ml.auto_cate(sim.X, sim.y, sim.w, **kw)
