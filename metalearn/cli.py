@@ -36,7 +36,8 @@ into place; CSV cells that a spreadsheet would read as a formula (text
 starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) get a
 leading ``'``.
 Bad input exits with status 2 and one line on stderr (warnings before it
-start with ``metalearn: warning:``).
+start with ``metalearn: warning:``); warnings, the library's too, are one
+line each.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import secrets
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -1478,6 +1480,13 @@ def _print_search(args: argparse.Namespace, search: Any, before: dict[str, int])
     baseline = scores.get(f"{args.scoring}_baseline")
     versus = "" if baseline is None else f" (the best constant effect: {baseline:.4g})"
     print(f"best {args.scoring}: {search.best_score_:.4g}{versus}")
+    check = getattr(search, "selection_", None)
+    if check is not None:
+        for row in check._summary_rows():
+            print(
+                f"  lead over the {row['rival']}: {row['lead']:.3g} (standard error "
+                f"{row['std_error']:.3g}): {row['verdict']}"
+            )
     print("best parameters:")
     width = max((len(k) for k in search.best_params_), default=0)
     for key in sorted(search.best_params_):
@@ -1688,15 +1697,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """A Python warning as one ``metalearn: warning:`` line (no source file nor code line)."""
+    _warn(" ".join(str(message).split()))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        message = " ".join(str(exc).split())  # one line, whatever the message
-        print(f"metalearn: error: {message}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():  # the warning filters stay; only the display changes
+        warnings.showwarning = _show_warning
+        try:
+            return int(args.func(args))
+        except (ValueError, TypeError, FileNotFoundError) as exc:
+            message = " ".join(str(exc).split())  # one line, whatever the message
+            print(f"metalearn: error: {message}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -322,6 +322,8 @@ def test_tune_writes_effects_of_the_best_settings_and_resumes(
     assert [line.split("'")[1] for line in lines] == names
     assert all("2 finished trials (0 loaded, 2 new)" in line for line in lines), lines
     assert "best r_loss:" in stdout and "effect_model__num_leaves" in stdout
+    assert "  lead over the constant effect: " in stdout  # the search's selection check
+    assert "  lead over the runner-up (" in stdout
     effects = pl.read_parquet(out)
     assert effects.columns == ["customer", "tau_1_vs_0"]
     assert effects["customer"].to_list() == tune_frame["customer"].to_list()
