@@ -267,6 +267,10 @@ def space(trial):
     time.sleep(pause)  # a slow trial: the parent kills us mid-trial
     return {"effect_model__alpha": alpha}
 
+if pause < 0:  # a dict space: the template's settings are enqueued as the first trial
+    from optuna.distributions import FloatDistribution
+    space = {"effect_model__alpha": FloatDistribution(1e-2, 1e4, log=True)}
+
 learner = ml.DRLearner(outcome_model=Ridge(), propensity_model=LogisticRegression(),
                        effect_model=Ridge(), n_folds=2, random_state=0)
 yard = ml.Nuisance(outcome_model=LinearRegression(), propensity_model=LogisticRegression(),
@@ -363,6 +367,29 @@ def test_two_workers_share_one_study(kind: str, tmp_path: Path) -> None:
     workers = {t.user_attrs["worker"] for t in done}
     assert len(workers) == 2
     assert len({t.number for t in done}) == len(done)
+
+
+def test_two_workers_on_a_fresh_study_enqueue_the_defaults_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    go = tmp_path / "go"
+    procs = [_worker(tmp_path, url, 6, -1.0, name, str(go)) for name in ("a", "b")]
+    try:
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / f"{n}.ready").exists() for n in ("a", "b")):
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.05)
+        go.touch()  # both create the study at once
+        for p in procs:
+            out = p.communicate(timeout=180)[0].decode()
+            assert p.returncode == 0, out
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    done = _complete(url)
+    assert len(done) == 6
+    defaults = [t for t in done if t.params == {"effect_model__alpha": 1.0}]  # Ridge()'s alpha
+    assert len(defaults) == 1
 
 
 # ------------------------------------------------------------------------ errors
