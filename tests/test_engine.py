@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -308,3 +309,110 @@ def test_bad_engine_settings_are_named(sim, kw, match):
 def test_bad_nuisance_settings_are_named(sim, kw, match):
     with pytest.raises(ValueError, match=match):
         ml.Nuisance(**LIN, n_folds=2, **kw).fit(sim.X, sim.y, sim.w)
+
+
+# ------------------------------------------------------------- wasted work removed
+class _RowRecorder(LinearRegression):
+    """Records the feature rows it was fitted on and the rows it predicted."""
+
+    log: ClassVar[list[tuple[str, int, frozenset]]] = []
+
+    def fit(self, X, y, sample_weight=None):
+        _RowRecorder.log.append(("fit", id(self), frozenset(map(bytes, np.asarray(X)))))
+        return super().fit(X, y, sample_weight=sample_weight)
+
+    def predict(self, X):
+        _RowRecorder.log.append(("predict", id(self), frozenset(map(bytes, np.asarray(X)))))
+        return super().predict(X)
+
+
+@pytest.mark.parametrize("K", [2, 3])
+def test_x_per_variant_fit_imputes_with_full_data_models_of_the_other_arm(K):
+    rng = np.random.default_rng(0)
+    n = 300
+    X = rng.normal(size=(n, 3))
+    w = rng.integers(0, K, n)
+    y = X[:, 0] + w * X[:, 1] + rng.normal(size=n)
+    _RowRecorder.log = []
+    x = ml.XLearner(
+        outcome_model=_RowRecorder(),
+        propensity_model=LogisticRegression(),
+        effect_model=LinearRegression(),
+        outcome_pooling="per_variant",
+        n_folds=3,
+        random_state=0,
+    ).fit(X, y, w)
+    fits = [e for e in _RowRecorder.log if e[0] == "fit"]
+    # One outcome model per variant, on every row of that variant: no cross-fitting.
+    assert len(fits) == K
+    assert {len(rows) for _, _, rows in fits} == {int(np.sum(w == k)) for k in range(K)}
+    assert x.n_model_fits_ == K + 3 + 2 * (K - 1) * 3  # outcome, propensity, effect
+    # No outcome model predicts a row it was trained on (the imputations are honest).
+    trained = {mid: rows for kind, mid, rows in fits}
+    for kind, mid, rows in _RowRecorder.log:
+        if kind == "predict":
+            assert not rows & trained[mid]
+    # ate() asks for the training data, as for the T-learner, and then cross-fits once.
+    with pytest.raises(ValueError, match=r"Call `learner.ate\(X, y, w\)`"):
+        x.ate()
+    assert np.isfinite(np.asarray(x.predict(X[:5]))).all()
+    # fit_predict still cross-fits the outcome models (its final stage is out of fold).
+    _RowRecorder.log = []
+    x.fit_predict(X, y, w)
+    assert sum(e[0] == "fit" for e in _RowRecorder.log) == K * 3
+
+
+def test_x_per_variant_fit_with_known_propensities_cross_fits_its_final_stage():
+    sim = ml.datasets.simulate_nie_wager("B", n=400, seed=0)
+    for stage, effect_fits in (("crossfit", 2 * 3), ("full", 2)):
+        x = ml.XLearner(
+            outcome_model=LinearRegression(),
+            effect_model=LinearRegression(),
+            outcome_pooling="per_variant",
+            final_stage=stage,
+            n_folds=3,
+            random_state=0,
+        ).fit(sim.X, sim.y, sim.w, propensity=0.5)
+        assert x.n_model_fits_ == 2 + effect_fits
+        assert all(len(ms) == effect_fits // 2 for ms in x.effect_models_.values())
+
+
+def test_predict_models_builds_one_augmented_matrix_per_block(monkeypatch):
+    from metalearn._core import tasks
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(50, 3))
+    blocks = [np.zeros((50, 1)), np.ones((50, 1))]
+    models = [
+        LinearRegression().fit(np.column_stack([X, rng.integers(0, 2, 50)]), rng.normal(size=50))
+        for _ in range(4)
+    ]
+    jobs = [(m, "predict", b) for m in models for b in blocks]
+    stacks = []
+    real_hstack = np.hstack
+    monkeypatch.setattr(
+        tasks.np, "hstack", lambda arrs: stacks.append(1) or real_hstack(arrs), raising=True
+    )
+    preds = tasks.predict_models(jobs, X, n_jobs=None)
+    monkeypatch.undo()
+    assert len(stacks) == len(blocks)  # not one per model and block
+    for (m, _, b), p in zip(jobs, preds, strict=True):
+        np.testing.assert_array_equal(p, m.predict(np.hstack([X, b])))
+
+
+def test_a_fit_on_every_row_reads_x_itself():
+    from metalearn._core.tasks import Task, run_tasks
+
+    class Keeps(LinearRegression):
+        def fit(self, X, y, sample_weight=None):
+            self.seen_ = X
+            return super().fit(X, y)
+
+    X = np.random.default_rng(2).normal(size=(40, 2))
+    y = X[:, 0]
+    every = Task(estimator=Keeps(), train=np.arange(40), target=y)
+    some = Task(estimator=Keeps(), train=np.arange(39), target=y)
+    (m_every, _), (m_some, _) = run_tasks([every, some], X, n_jobs=None)
+    assert m_every.seen_ is X  # no copy of the features
+    assert m_some.seen_ is not X
+    np.testing.assert_array_equal(m_some.seen_, X[:39])

@@ -669,16 +669,30 @@ def _with_extra(X: np.ndarray, rows: np.ndarray, extra: np.ndarray | None) -> np
     copies of the rows at once; the rows are copied straight into place,
     a block at a time, instead.
     """
+    every = _is_every_row(rows, X.shape[0])
     if extra is None:
-        return X[rows]
-    extra_rows = extra[rows] if extra.shape[0] == X.shape[0] else extra
+        # A model fitted on every row reads X itself: no copy of the features.
+        return X if every else X[rows]
+    extra_rows = extra[rows] if extra.shape[0] == X.shape[0] and not every else extra
     p = X.shape[1]
     out = np.empty((len(rows), p + extra_rows.shape[1]), dtype=np.result_type(X, extra_rows))
-    for start in range(0, len(rows), _CHUNK_ROWS):
-        block = rows[start : start + _CHUNK_ROWS]
-        out[start : start + len(block), :p] = X[block]
+    if every:
+        out[:, :p] = X
+    else:
+        for start in range(0, len(rows), _CHUNK_ROWS):
+            block = rows[start : start + _CHUNK_ROWS]
+            out[start : start + len(block), :p] = X[block]
     out[:, p:] = extra_rows
     return out
+
+
+def _is_every_row(rows: np.ndarray, n: int) -> bool:
+    """Whether ``rows`` is ``0, 1, ..., n-1`` (every row of X, in order)."""
+    if len(rows) != n or n == 0:
+        return False
+    if rows.dtype == bool or rows[0] != 0 or rows[-1] != n - 1:
+        return False
+    return bool(np.array_equal(rows, np.arange(n, dtype=rows.dtype)))
 
 
 def _rows_of(values: np.ndarray, train: np.ndarray, n: int) -> np.ndarray:
@@ -713,16 +727,23 @@ def _fit_predict(task: Task, X: np.ndarray) -> tuple[Any, list[np.ndarray] | Non
     if task.sample_weight is not None:
         kwargs["sample_weight"] = _rows_of(task.sample_weight, task.train, X.shape[0])
     est.fit(Xt, _rows_of(task.target, task.train, X.shape[0]), **kwargs)
+    del Xt  # the training copy goes before the held-out rows are gathered
     preds = None
     if task.predict_rows is not None:
         predict = getattr(est, task.method)
+        rows = task.predict_rows
         if task.predict_extra:
-            preds = [
-                np.asarray(predict(_with_extra(X, task.predict_rows, e)), dtype=np.float64)
-                for e in task.predict_extra
-            ]
+            # The held-out rows are gathered once; each variant's indicator block is
+            # written over the extra columns of that one matrix in turn.
+            p = X.shape[1]
+            Xp = _with_extra(X, rows, task.predict_extra[0])
+            preds = []
+            for i, e in enumerate(task.predict_extra):
+                if i:
+                    Xp[:, p:] = e[rows] if e.shape[0] == X.shape[0] else e
+                preds.append(np.asarray(predict(Xp), dtype=np.float64))
         else:
-            preds = [np.asarray(predict(X[task.predict_rows]), dtype=np.float64)]
+            preds = [np.asarray(predict(X[rows]), dtype=np.float64)]
     return est, preds
 
 
@@ -820,12 +841,13 @@ def _pop_rule(estimator: Any) -> _RuleThreads | None:
     return rule if isinstance(rule, _RuleThreads) else None
 
 
-def _predict_one(
-    model: Any, X: np.ndarray, method: str, extra: np.ndarray | None, threads: int | None = None
-) -> np.ndarray:
-    Xp = X if extra is None else np.hstack([X, extra])
+def _predict_one(model: Any, Xp: np.ndarray, method: str, threads: int | None = None) -> np.ndarray:
     with _openmp_limit(threads):
         return np.asarray(getattr(model, method)(Xp), dtype=np.float64)
+
+
+def _augmented(X: np.ndarray, extra: np.ndarray | None) -> np.ndarray:
+    return X if extra is None else np.hstack([X, extra])
 
 
 _PARALLEL_PREDICT_ROWS = 50_000
@@ -836,20 +858,35 @@ def predict_models(
 ) -> list[np.ndarray]:
     """Predict ``X`` with many fitted models (``(model, method, extra_columns)``), in order.
 
-    Predictions run side by side only for large ``X``: below
+    Jobs that share one ``extra_columns`` array (the same object: a variant's
+    indicator block, read by every fold model) share one augmented matrix,
+    built once. Predictions run side by side only for large ``X``: below
     ``_PARALLEL_PREDICT_ROWS`` rows a prediction takes less time than
     starting the workers.
     """
+    # Jobs grouped by their extra columns, in order of first appearance.
+    groups: dict[int, list[int]] = {}
+    for i, (_, _, e) in enumerate(jobs):
+        groups.setdefault(-1 if e is None else id(e), []).append(i)
     if n_workers(n_jobs) == 1 or len(jobs) == 1 or X.shape[0] < _PARALLEL_PREDICT_ROWS:
-        return [_predict_one(m, X, meth, e) for m, meth, e in jobs]
+        out: list[Any] = [None] * len(jobs)
+        for idx in groups.values():
+            Xp = _augmented(X, jobs[idx[0]][2])  # one matrix at a time
+            for i in idx:
+                m, meth, _ = jobs[i]
+                out[i] = _predict_one(m, Xp, meth)
+            del Xp
+        return out
+    mats = {key: _augmented(X, jobs[idx[0]][2]) for key, idx in groups.items()}
+    keys = [-1 if e is None else id(e) for _, _, e in jobs]
     # Models without a thread count of their own predict under the thread rule's limit.
     cap = max(1, thread_budget() // min(n_workers(n_jobs), len(jobs)))
     caps = [None if _user_threads(m) else cap for m, _, _ in jobs]
     with _blas_limit(cap if any(c is not None for c in caps) else None):
         return list(
             Parallel(n_jobs=n_jobs, prefer="threads")(
-                delayed(_predict_one)(m, X, meth, e, c)
-                for (m, meth, e), c in zip(jobs, caps, strict=True)
+                delayed(_predict_one)(m, mats[key], meth, c)
+                for (m, meth, _), key, c in zip(jobs, keys, caps, strict=True)
             )
         )
 

@@ -249,9 +249,11 @@ class MetaLearner(VersionedPickle, BaseEstimator):
         ``metalearn.ate.aipw(X, y, w, learner=self)`` to rounding error.
 
         - ``ate()``: on the training rows, from the nuisances that ``fit``
-          cross-fitted (the X- and DR-learners fit every one they need; the
-          T-, R- and RA-learners do not fit both the outcome models of every
-          variant and the propensity model, and ask for the training data).
+          cross-fitted (the DR-learner, and the X-learner with pooled outcome
+          models, fit every one they need; the T-, R- and RA-learners and the
+          X-learner with ``outcome_pooling="per_variant"`` do not cross-fit both
+          the outcome models of every variant and the propensity model, and ask
+          for the training data).
         - ``ate(X, y, w)``: on these rows. The training rows reuse the
           fitted nuisances and cross-fit the missing ones once (kept in
           ``nuisance_``); other rows get nuisances cross-fitted on them.
@@ -592,6 +594,8 @@ class MetaLearner(VersionedPickle, BaseEstimator):
             if e_raw is not None and "mu" in nuis.oof_:
                 self._ate_data = replace(data, X=np.empty((data.n, 0)))
             made = nuis._made_folds()  # None when no cross-fitted kind was needed (T's fit)
+            if made is None and hasattr(self, "effect_model") and self._crossfit_final(honest):
+                made = nuis.folds_  # a cross-fitted final stage uses the nuisance's folds
             folds = np.zeros(0, dtype=np.intp) if made is None else made
         else:
             check_finite_X(data.X, {"outcome_model": self._outcome_template()})
@@ -769,7 +773,7 @@ class MetaLearner(VersionedPickle, BaseEstimator):
             n_jobs=self.n_jobs,
             random_state=self.random_state,
         )
-        n_folds = int(folds.max()) + 1
+        n_folds = int(folds.max()) + 1 if crossfit else 1
         for s, (rows, target, weight) in enumerate(specs):
             for f in range(n_folds) if crossfit else [None]:
                 train = rows if f is None else rows[folds[rows] != f]

@@ -20,7 +20,10 @@ class XLearner(MetaLearner):
 
     For each treated variant ``k`` against the control ``c``:
 
-    1. cross-fitted outcome models give out-of-fold :math:`\hat\mu_c, \hat\mu_k`;
+    1. outcome models give :math:`\hat\mu_c, \hat\mu_k` on rows they were not
+       trained on: out of fold (cross-fitted), or, with one outcome model per
+       variant (``outcome_pooling="per_variant"``) in ``fit``, the other arm's model
+       fitted on all of that arm's rows (it never saw the rows it imputes);
     2. imputed effects :math:`D^1_i = Y_i - \hat\mu_c(X_i)` on the rows of
        ``k`` and :math:`D^0_i = \hat\mu_k(X_i) - Y_i` on the rows of ``c``;
     3. effect models :math:`\hat\tau^1_k` (fitted on :math:`D^1`) and
@@ -104,8 +107,17 @@ class XLearner(MetaLearner):
 
     short_name = "X"
     _registry_rank = 2
-    _nuisance_for_fit = frozenset({"mu", "e"})
     _nuisance_for_oof = frozenset({"mu", "e"})
+
+    @property
+    def _nuisance_for_fit(self) -> frozenset[str]:  # type: ignore[override]
+        # With one outcome model per variant, the imputed effects read only the *other*
+        # arm's model, which never saw the row: `fit` needs no cross-fitted outcome models,
+        # one per variant on all its rows serves (a shared Nuisance that already holds
+        # fold models serves them instead, fitting nothing).
+        nuis = self.nuisance
+        pooling = self.outcome_pooling if nuis is None else nuis.outcome_pooling
+        return frozenset({"mu_full", "e"}) if pooling == "per_variant" else frozenset({"mu", "e"})
 
     def __init__(
         self,
@@ -146,7 +158,7 @@ class XLearner(MetaLearner):
         self, data: Data, nuis: Nuisance | None, folds: np.ndarray, honest: bool
     ) -> np.ndarray | None:
         assert nuis is not None
-        mu = nuis.oof_["mu"]
+        mu = nuis.oof_["mu"] if "mu" in nuis.oof_ else self._other_arm_outcomes(data, nuis)
         Y = data.target_matrix()
         c = self._control_code
         rows_c = np.flatnonzero(data.w == c)
@@ -173,6 +185,24 @@ class XLearner(MetaLearner):
         assert oofs is not None
         preds = dict(zip(keys, oofs, strict=True))
         return self._combine(preds, self._blend_weight(nuis.oof_["e"]), data.n)
+
+    def _other_arm_outcomes(self, data: Data, nuis: Nuisance) -> np.ndarray:
+        """(n, K, D) outcomes from the full-data per-variant models, where the X-learner reads them.
+
+        ``mu_c`` on the rows of every treated variant and ``mu_k`` on the control rows:
+        each from a model fitted on another variant's rows only, so no model predicts
+        a row it was trained on. The other entries are NaN (never read).
+        """
+        n, K, D = data.n, data.n_variants, data.out_dim
+        c = self._control_code
+        mu = np.full((n, K, D), np.nan)
+        rows_c = np.flatnonzero(data.w == c)
+        rows_t = np.flatnonzero(data.w != c)
+        mu[rows_t, c, :] = nuis.mu_model_predictions(data.X[rows_t], c)[0]
+        X_c = data.X[rows_c]
+        for k in self._treated_codes:
+            mu[rows_c, k, :] = nuis.mu_model_predictions(X_c, k)[0]
+        return mu
 
     def _combine(self, preds: dict[Any, np.ndarray], g: np.ndarray, n: int) -> np.ndarray:
         tau = np.empty((n, len(self._treated_codes), self._out_dim))

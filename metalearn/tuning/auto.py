@@ -66,6 +66,20 @@ class AutoCATE(TableResult):
     selection : SelectionCheck or None
         The search's check of its pick against a constant effect and the
         runner-up.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import metalearn as ml
+    >>> sim = ml.datasets.simulate_nie_wager("B", n=600, seed=0)
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     auto = ml.auto_cate(sim.X, sim.y, sim.w, n_trials=3, nuisance_trials=2,
+    ...                         learners=["T", "DR"], stack=0, n_folds=2, random_state=0)
+    >>> auto.stack is None, auto.choice in ("TLearner", "DRLearner")
+    (True, True)
+    >>> int(auto.summary()["chosen"].sum())
+    1
     """
 
     learner: Any
@@ -262,7 +276,7 @@ def auto_cate(
     >>> with warnings.catch_warnings():
     ...     warnings.simplefilter("ignore")
     ...     auto = ml.auto_cate(sim.X, sim.y, sim.w, n_trials=4, nuisance_trials=2,
-    ...                         learners=["T", "DR"], stack=2, random_state=0)
+    ...                         learners=["T", "DR"], stack=2, n_folds=2, random_state=0)
     >>> auto.choice in ("stack", "TLearner", "DRLearner")
     True
     >>> auto.predict(sim.X[:3]).shape
