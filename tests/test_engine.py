@@ -339,6 +339,7 @@ def test_x_per_variant_fit_imputes_with_full_data_models_of_the_other_arm(K):
         propensity_model=LogisticRegression(),
         effect_model=LinearRegression(),
         outcome_pooling="per_variant",
+        final_stage="crossfit",  # counted below: 3 fold models per effect
         n_folds=3,
         random_state=0,
     ).fit(X, y, w)

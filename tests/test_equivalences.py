@@ -388,7 +388,12 @@ def test_shared_nuisance_fits_each_model_once(
 
     shared = {
         "T": ml.TLearner(nuisance=nuis, random_state=0, n_jobs=1),
-        "X": ml.XLearner(nuisance=nuis, effect_model=CountingRegressor("effect"), random_state=0),
+        "X": ml.XLearner(
+            nuisance=nuis,
+            effect_model=CountingRegressor("effect"),
+            final_stage="crossfit",  # the rule of "auto" would fit one model on these few rows
+            random_state=0,
+        ),
         "R": ml.RLearner(nuisance=nuis, effect_model=CountingRegressor("effect"), random_state=0),
         "R2": ml.RLearner(nuisance=nuis, effect_model=CountingRegressor("effect"), random_state=0),
         "DR": ml.DRLearner(nuisance=nuis, effect_model=CountingRegressor("effect"), random_state=0),

@@ -88,3 +88,31 @@ def test_default_final_stage_at_n_1000_setup_A(cls, bound):
     learner = cls(n_jobs=1, random_state=0).fit(train.X, train.y, train.w)
     mse = float(np.mean((learner.predict(test.X) - test.tau) ** 2))
     assert mse < bound
+
+
+@pytest.mark.parametrize(("n", "n_models"), [(600, 1), (1_500, 3)])
+def test_x_learner_final_stage_auto_is_full_below_the_threshold(n: int, n_models: int) -> None:
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    from metalearn._core.defaults import FINAL_STAGE_CROSSFIT_MIN_N
+
+    assert 600 < FINAL_STAGE_CROSSFIT_MIN_N <= 1_500
+    sim = ml.datasets.simulate_nie_wager("A", n=n, seed=0)
+    x = ml.XLearner(
+        outcome_model=LinearRegression(),
+        propensity_model=LogisticRegression(),
+        effect_model=LinearRegression(),
+        n_folds=3,
+        random_state=0,
+    )
+    assert x.final_stage == "auto"
+    x.fit(sim.X, sim.y, sim.w)
+    assert {len(models) for models in x.effect_models_.values()} == {n_models}
+    same = ml.XLearner(
+        **{**x.get_params(deep=False), "final_stage": "full" if n_models == 1 else "crossfit"}
+    )
+    np.testing.assert_array_equal(same.fit(sim.X, sim.y, sim.w).predict(sim.X), x.predict(sim.X))
+    # fit_predict always cross-fits, whatever the rule says for fit.
+    oof = ml.XLearner(**x.get_params(deep=False)).fit_predict(sim.X, sim.y, sim.w)
+    honest = ml.XLearner(**{**x.get_params(deep=False), "final_stage": "crossfit"})
+    np.testing.assert_array_equal(oof, honest.fit_predict(sim.X, sim.y, sim.w))

@@ -26,7 +26,7 @@ from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.utils.validation import check_is_fitted
 
 from metalearn._core.data import Data, prepare_data
-from metalearn._core.defaults import default_regressor
+from metalearn._core.defaults import crossfit_final_stage, default_regressor
 from metalearn._core.effects import aipw_effects, one_or_tuple
 from metalearn._core.formulas import clip_bounds, clip_propensity
 from metalearn._core.frames import HANDLE_UNKNOWN, encode_features, native_backend, to_native_frame
@@ -490,8 +490,8 @@ class MetaLearner(VersionedPickle, BaseEstimator):
         effect = getattr(self, "effect_model", None)
         check_regressor(effect, "effect_model")
         stage = getattr(self, "final_stage", "crossfit")
-        if stage not in ("crossfit", "full"):
-            raise ValueError(f'`final_stage` must be "crossfit" or "full"; got {stage!r}.')
+        if stage not in ("crossfit", "full", "auto"):
+            raise ValueError(f'`final_stage` must be "crossfit", "full" or "auto"; got {stage!r}.')
 
     def _prepare(
         self, X: Any, y: Any, w: Any, sample_weight: Any, propensity: Any, groups: Any = None
@@ -546,6 +546,7 @@ class MetaLearner(VersionedPickle, BaseEstimator):
         call it with sliced ``Data``, so nothing is converted twice.
         """
         self._check_common_params()
+        self._n_fit = data.n  # the training rows (read by `final_stage="auto"`)
         self.groups_ = data.groups
         ci = control_index(data.variants, self.control)
         self.variants_ = data.variants
@@ -674,8 +675,11 @@ class MetaLearner(VersionedPickle, BaseEstimator):
         return clip_propensity(e, getattr(self, "propensity_clip", None))
 
     def _crossfit_final(self, honest: bool) -> bool:
-        """Whether the final stage is fitted per fold (always for ``fit_predict``)."""
-        return honest or getattr(self, "final_stage", "crossfit") == "crossfit"
+        """Whether the final stage is fitted per fold (always for ``fit_predict``; with
+        ``final_stage="auto"``, from a number of training rows on, see
+        :func:`metalearn._core.defaults.crossfit_final_stage`)."""
+        stage = getattr(self, "final_stage", "crossfit")
+        return honest or crossfit_final_stage(stage, getattr(self, "_n_fit", 0))
 
     def _predict_internal(self, X: Any) -> np.ndarray:
         return self._predict_tau(self._encode_rows(X))

@@ -78,12 +78,14 @@ class DRLearner(PseudoOutcomeLearner):
         ``metalearn.ate.aipw(X, y, w, learner=dr)`` use this clip too; for an
         average effect with a smaller clip (less bias where overlap is poor)
         pass ``clip=`` to :func:`metalearn.ate.aipw`.
-    final_stage : {"crossfit", "full"}, default="crossfit"
+    final_stage : {"crossfit", "full", "auto"}, default="crossfit"
         ``"crossfit"``: each final-stage model is fitted once per fold (on the
         rows outside it) and new rows get the mean of the fold models, which
         averages away part of the pseudo-outcomes' noise. ``"full"``: one
         final-stage model per effect, fitted on all rows (cheaper).
         ``fit_predict`` always cross-fits, to give out-of-fold estimates.
+        ``"auto"``: ``"full"`` below 1,000 training rows, else ``"crossfit"``
+        (the X-learner's default rule).
     outcome_pooling : {"per_variant", "pooled"}, default="pooled"
         One pooled outcome model with treatment indicators as features
         (default: it shares the outcome surface between arms, which lowers

@@ -64,12 +64,14 @@ class RLearner(PseudoOutcomeLearner):
         (or the given pair), the rule of :mod:`metalearn._core.formulas`; with two
         variants it is the treated propensity itself. Where both
         propensities of a pair are 0, :math:`\hat p = 1/2` (before clipping).
-    final_stage : {"crossfit", "full"}, default="crossfit"
+    final_stage : {"crossfit", "full", "auto"}, default="crossfit"
         ``"crossfit"``: each final-stage model is fitted once per fold (on the
         rows outside it) and new rows get the mean of the fold models, which
         averages away part of the pseudo-outcomes' noise. ``"full"``: one
         final-stage model per effect, fitted on all rows (cheaper).
         ``fit_predict`` always cross-fits, to give out-of-fold estimates.
+        ``"auto"``: ``"full"`` below 1,000 training rows, else ``"crossfit"``
+        (the X-learner's default rule).
     n_jobs : int, default=None
         Joblib workers.
     random_state : int, default=None

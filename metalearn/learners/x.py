@@ -63,12 +63,17 @@ class XLearner(MetaLearner):
         Propensities are clipped to ``[clip, 1 - clip]`` (or the given pair),
         each arm's on its own (the rule of :mod:`metalearn._core.formulas`), before
         the blend weight ``g`` is formed; where both are 0, ``g = 1/2``.
-    final_stage : {"crossfit", "full"}, default="crossfit"
+    final_stage : {"auto", "crossfit", "full"}, default="auto"
         ``"crossfit"``: each final-stage model is fitted once per fold (on the
         rows outside it) and new rows get the mean of the fold models, which
         averages away part of the pseudo-outcomes' noise. ``"full"``: one
-        final-stage model per effect, fitted on all rows (cheaper).
-        ``fit_predict`` always cross-fits, to give out-of-fold estimates.
+        final-stage model per effect, fitted on all rows (cheaper). ``"auto"``:
+        ``"full"`` below 1,000 training rows, ``"crossfit"`` from there on
+        (:data:`metalearn._core.defaults.FINAL_STAGE_CROSSFIT_MIN_N`: on small
+        samples with strong heterogeneity the fold models, each fitted on
+        fewer rows, lose more than their mean averages away; see
+        ``benchmarks/RESULTS.md``, "Real covariates"). ``fit_predict`` always
+        cross-fits, to give out-of-fold estimates.
     outcome_pooling : {"per_variant", "pooled"}, default="pooled"
         One pooled outcome model with treatment indicators as features
         (default: it shares the outcome surface between arms, which lowers
@@ -130,7 +135,7 @@ class XLearner(MetaLearner):
         handle_unknown: str = "error",
         n_folds: int = 5,
         propensity_clip: float | tuple[float, float] = 0.01,
-        final_stage: str = "crossfit",
+        final_stage: str = "auto",
         outcome_pooling: str = "pooled",
         n_jobs: int | None = None,
         random_state: int | None = None,
