@@ -160,3 +160,14 @@ def test_optuna_search_checks_its_best_trial(yardstick: Any) -> None:
         t.value for t in search.study_.trials if t.number != check.winner and t.value is not None
     )
     assert check.runner_up_loss == pytest.approx(others[0], rel=1e-10)
+
+
+def test_paired_lead_of_the_pick_against_itself_is_zero(yardstick: Any) -> None:
+    from metalearn.tuning._selection import paired_lead
+
+    X, y, w = _linear_effect(800, 6, slope=1.0)
+    search = MetaLearnerGridSearch(
+        _dr(Ridge()), {"effect_model__alpha": [0.1, 1e6]}, scoring_nuisance=yardstick, n_jobs=1
+    ).fit(X, y, w)
+    rows = search.selection_._winner_rows
+    assert paired_lead("r_loss", rows, rows, len(y)) == (0.0, 0.0)

@@ -32,7 +32,7 @@ then either candidate is as good a choice by the data, and
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,13 @@ from scipy import stats
 
 from metalearn._core.results import TableResult
 
-__all__ = ["SelectionCheck", "SelectionWarning", "check_selection", "selection_loss"]
+__all__ = [
+    "SelectionCheck",
+    "SelectionWarning",
+    "check_selection",
+    "paired_lead",
+    "selection_loss",
+]
 
 LEVEL = 0.95  # two-sided level of the intervals of the differences
 
@@ -166,6 +172,9 @@ class SelectionCheck(TableResult):
     runner_up_margin: float
     runner_up_margin_std_error: float
     level: float = LEVEL
+    #: The pick's per-row loss terms, for paired comparisons with other estimates of the same
+    #: rows (:func:`paired_lead`); not part of the report.
+    _winner_rows: Any = field(default=None, repr=False, compare=False)
 
     @property
     def _z(self) -> float:
@@ -239,6 +248,7 @@ def check_selection(
         margin = r_value - value
         margin_se = _se(r_psi - psi, used | r_used)
     check = SelectionCheck(
+        _winner_rows=rows,
         loss=loss,
         winner=label,
         winner_loss=value,
@@ -261,3 +271,12 @@ def check_selection(
             stacklevel=4,  # the user's call of the search's fit
         )
     return check
+
+
+def paired_lead(
+    loss: str, rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]], n: int
+) -> tuple[float, float]:
+    """``loss(b) - loss(a)`` of two estimates scored on the same rows, and its standard error."""
+    psi_a, _, value_a, _, used_a = _influence(rows_a, loss, n)
+    psi_b, _, value_b, _, used_b = _influence(rows_b, loss, n)
+    return value_b - value_a, _se(psi_b - psi_a, used_a | used_b)

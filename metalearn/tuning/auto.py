@@ -13,8 +13,11 @@ where it pays:
    successive-halving pruner stops unpromising ones early;
 3. the best few learners are stacked
    (:class:`~metalearn.StackedLearner`, weights fitted on the same loss)
-   and the stack replaces the single pick when its honest, cross-fitted
-   loss is lower.
+   and the stack replaces the single pick unless the pick is clearly
+   better: its loss lower by more than two paired standard errors. The
+   pick's loss is the best of many trials on the same rows, so it is
+   biased low (the winner's curse), while the stack's weights are
+   cross-fitted; a tie goes to the stack.
 
 The result, :class:`AutoCATE`, holds the fitted learner, the search, the
 stack, what was tried (``trials``, ``summary()``, ``plot()``) and the
@@ -33,7 +36,7 @@ from metalearn._core.defaults import default_classifier, default_regressor
 from metalearn._core.results import TableResult, frame_rows
 from metalearn.learners.base import MetaLearner, learner_registry
 from metalearn.learners.stack import StackedLearner
-from metalearn.tuning._selection import SelectionCheck, selection_loss
+from metalearn.tuning._selection import SelectionCheck, paired_lead, selection_loss
 from metalearn.tuning.optuna import MetaLearnerOptunaSearch
 
 __all__ = ["AutoCATE", "auto_cate"]
@@ -59,6 +62,9 @@ class AutoCATE(TableResult):
     single_loss, stack_loss : float
         The out-of-fold loss of the best single learner and of the stack
         (NaN without a stack), both against the search's yardstick.
+    stack_lead, stack_lead_std_error : float
+        ``single_loss - stack_loss`` from the same rows and its paired
+        standard error (NaN without a stack).
     search : MetaLearnerOptunaSearch
         The fitted search (its ``results_``, ``studies_``, ``selection_``).
     stack : StackedLearner or None
@@ -87,6 +93,8 @@ class AutoCATE(TableResult):
     loss: str
     single_loss: float
     stack_loss: float
+    stack_lead: float
+    stack_lead_std_error: float
     search: Any
     stack: Any
     selection: SelectionCheck | None
@@ -238,8 +246,8 @@ def auto_cate(
         learner instances whose other settings are kept).
     stack : int, default=3
         Stack the best ``stack`` distinct candidates of the final study and
-        keep the stack when its cross-fitted loss is lower than the best
-        single candidate's; ``0`` or ``1``: no stack.
+        keep the stack unless the best single candidate's loss is lower by
+        more than two paired standard errors; ``0`` or ``1``: no stack.
     scoring : {"r_loss", "dr_loss"}, default="r_loss"
         The CATE loss that decides (trials, stack weights and the choice).
     cv : int, optional
@@ -286,7 +294,7 @@ def auto_cate(
     """
     import optuna
 
-    from metalearn.scoring import cate_losses
+    from metalearn.scoring import _row_losses, _tau3
 
     loss = selection_loss(scoring)
     if loss not in ("r_loss", "dr_loss") or scoring != loss:
@@ -320,7 +328,7 @@ def auto_cate(
     search.fit(X, y, w, sample_weight=sample_weight, propensity=propensity, groups=groups)
     single_loss = float(search.best_score_)  # type: ignore[arg-type]
     fitted_stack = None
-    stack_loss = float("nan")
+    stack_loss = lead = lead_se = float("nan")
     top = search.top_candidates(int(stack)) if stack >= 2 else []
     if len(top) >= 2:
         frozen = search.nuisance_params_
@@ -342,10 +350,19 @@ def auto_cate(
         oof = fitted_stack.fit_predict(
             X, y, w, sample_weight=sample_weight, propensity=propensity, groups=groups
         )
-        assert search.scoring_nuisance_ is not None
-        table = frame_rows(cate_losses(oof, search.scoring_nuisance_))
-        stack_loss = float(np.mean([r["value"] for r in table if r["loss"] == loss]))
-    use_stack = fitted_stack is not None and stack_loss < single_loss
+        sn = search.scoring_nuisance_
+        assert sn is not None
+        stack_rows = _row_losses(
+            _tau3(oof, sn.n, len(sn.treated), sn.target.shape[1]), sn, search.propensity_clip
+        )
+        stack_loss = float(np.mean([r["value"] for r in stack_rows if r["loss"] == loss]))
+        check = search.selection_
+        if check is not None and check._winner_rows is not None:
+            lead, lead_se = paired_lead(loss, stack_rows, check._winner_rows, sn.n)
+    # The pick's loss is the best of many trials on these rows, so it is biased low (the
+    # winner's curse); the stack's weights are cross-fitted. Keep the stack unless the pick
+    # is clearly better: its lead over the stack is more than two paired standard errors.
+    use_stack = fitted_stack is not None and not (lead < -2.0 * lead_se)
     chosen = fitted_stack if use_stack else search.best_estimator_
     return AutoCATE(
         learner=chosen,
@@ -353,6 +370,8 @@ def auto_cate(
         loss=loss,
         single_loss=single_loss,
         stack_loss=stack_loss,
+        stack_lead=lead,
+        stack_lead_std_error=lead_se,
         search=search,
         stack=fitted_stack,
         selection=search.selection_,
