@@ -119,7 +119,8 @@ def test_additivity_with_several_variants(name: str):
 
 
 def test_x_learner_with_known_constant_propensity_is_exact_by_linearity(sim: Any):
-    learner = make(ml.XLearner, "lgbm").fit(sim.X, sim.y, sim.w, propensity=0.5)
+    learner = make(ml.XLearner, "lgbm").set_params(final_stage="crossfit")
+    learner.fit(sim.X, sim.y, sim.w, propensity=0.5)
     explainer = learner.explainer(n_background=20, random_state=0)
     explanation = explainer(sim.X[:50])
     info = explainer.info_["tau_1_vs_0"]
