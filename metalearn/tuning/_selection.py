@@ -174,7 +174,7 @@ class SelectionCheck(TableResult):
     level: float = LEVEL
     #: The pick's per-row loss terms, for paired comparisons with other estimates of the same
     #: rows (:func:`paired_lead`); not part of the report.
-    _winner_rows: Any = field(default=None, repr=False, compare=False)
+    _winner_rows: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def _z(self) -> float:
@@ -248,7 +248,6 @@ def check_selection(
         margin = r_value - value
         margin_se = _se(r_psi - psi, used | r_used)
     check = SelectionCheck(
-        _winner_rows=rows,
         loss=loss,
         winner=label,
         winner_loss=value,
@@ -260,6 +259,7 @@ def check_selection(
         runner_up_margin=margin,
         runner_up_margin_std_error=margin_se,
     )
+    object.__setattr__(check, "_winner_rows", rows)  # frozen: set once, here
     if warn and not check.beats_constant:
         warnings.warn(
             f"The pick of {what} (candidate {label}) is not clearly better than a constant "
