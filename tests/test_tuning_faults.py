@@ -141,3 +141,33 @@ def test_storage_that_cannot_be_opened_names_the_argument(
                 fit(str(locked / "tune.log"))
         finally:
             locked.chmod(0o700)
+
+
+def test_a_running_trial_without_any_heartbeat_is_failed_and_replaced(
+    tmp_path: Path, sim: Any, yardstick: Any
+) -> None:
+    """A worker killed between the start of a trial and its first heartbeat: on a database,
+    the storage has no heartbeat of that trial, so only its start time can tell."""
+    url = f"sqlite:///{tmp_path / 'orphan.db'}"
+    storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="metalearn", storage=storage)
+    orphan = study.ask()  # RUNNING, and no heartbeat was ever recorded for it
+    space = {"effect_model__learning_rate": FloatDistribution(0.05, 0.3)}
+    search = MetaLearnerOptunaSearch(
+        _dr(),
+        space,
+        n_trials=2,
+        staged=False,
+        storage=url,
+        heartbeat_interval=1,
+        grace_period=2,
+        timeout=60,  # with the orphan counted as alive, the study would wait this long
+        scoring_nuisance=yardstick,
+        random_state=0,
+    ).fit(sim.X, sim.y, sim.w)
+    trials = optuna.load_study(study_name="metalearn", storage=url).get_trials()
+    states = {t.number: t.state for t in trials}
+    assert states[orphan.number] == optuna.trial.TrialState.FAIL
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 2
+    assert search.best_trial_.number != orphan.number

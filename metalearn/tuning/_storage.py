@@ -385,8 +385,12 @@ class TrialBudget:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(self.study)
-            return
-        if self.mode != "own":
+            # A worker killed between the start of a trial and its first native heartbeat
+            # leaves a running trial the storage has no heartbeat of, which Optuna never
+            # fails: the trial's own heartbeat attribute (or its start) decides then.
+            if self.interval <= 0 or self.grace <= 0:
+                return  # a storage object's own heartbeat settings: nothing of ours to read
+        elif self.mode != "own":
             return
         state = optuna.trial.TrialState
         now = time.time()
@@ -453,8 +457,9 @@ class TrialBudget:
     # -- running
     @contextlib.contextmanager
     def heartbeat(self, trial: Trial) -> Iterator[None]:
-        """Renew the trial's heartbeat attribute every ``heartbeat_interval`` s (``mode="own"``)."""
-        if self.mode != "own":
+        """Renew the trial's heartbeat attribute every ``heartbeat_interval`` s (``mode="own"``,
+        and beside the storage's own heartbeat in ``mode="native"``, see :meth:`fail_stale`)."""
+        if self.mode not in ("own", "native") or self.interval <= 0:
             yield
             return
         stop = threading.Event()
