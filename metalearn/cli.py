@@ -1715,7 +1715,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():  # the warning filters stay; only the display changes
         warnings.showwarning = _show_warning
         try:
-            return int(args.func(args))
+            rc = int(args.func(args))
+            sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+            return rc
+        except BrokenPipeError:
+            # The reader of stdout went away (`metalearn ... | head`): stop quietly, and keep
+            # Python from reporting the pipe again when it flushes stdout at exit.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 141  # 128 + SIGPIPE, as a shell reports a command cut off by a pipe
         except (ValueError, TypeError, FileNotFoundError) as exc:
             message = " ".join(str(exc).split())  # one line, whatever the message
             print(f"metalearn: error: {message}", file=sys.stderr)

@@ -446,3 +446,19 @@ def test_library_warnings_are_one_metalearn_line_each(tmp_path: Path) -> None:
     assert all(line.startswith("metalearn: warning: ") for line in lines), proc.stderr
     assert any("Poor overlap" in line and "'C' has only 20 row(s)" in line for line in lines)
     assert "cli.py" not in proc.stderr and "Warning:" not in proc.stderr
+
+
+def test_a_closed_stdout_pipe_ends_quietly(two_arms: Path) -> None:
+    """``metalearn fit ... | head -1``: the reader leaves early; no traceback on stderr."""
+    cmd = [
+        sys.executable,
+        "-c",
+        "from metalearn.cli import main; raise SystemExit(main())",
+        *shlex.split(f"fit --data {q(two_arms)} {BASE} --id-columns customer --propensity p"),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

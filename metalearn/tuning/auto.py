@@ -6,7 +6,7 @@ where it pays:
 
 1. the outcome and the propensity models are tuned first, each on its own
    cross-validated loss (two small studies);
-2. with those frozen, one study picks the learner (T, X, R, DR by default)
+2. with those frozen, one study picks the learner (R, X, DR, T by default)
    and its final-stage settings on a CATE loss (the R-loss by default),
    scored against one shared, cross-fitted yardstick. With ``cv`` the
    trials are scored on outer folds and reported after each, and a
@@ -213,7 +213,7 @@ def auto_cate(
     time_budget: float | None = None,
     n_trials: int = 30,
     nuisance_trials: int = 15,
-    learners: Any = ("T", "X", "R", "DR"),
+    learners: Any = ("R", "X", "DR", "T"),
     stack: int = 3,
     scoring: str = "r_loss",
     cv: int | None = None,
@@ -241,9 +241,13 @@ def auto_cate(
         Trials of the final study (learner choice and final-stage settings).
     nuisance_trials : int, default=15
         Trials of each nuisance study.
-    learners : list of str or learners, default=("T", "X", "R", "DR")
+    learners : list of str or learners, default=("R", "X", "DR", "T")
         The learners to choose from (short names of the registry, or
-        learner instances whose other settings are kept).
+        learner instances whose other settings are kept). The first is the
+        first trial of the final study (its default settings), which is the
+        pick when a short budget allows few trials: the R-learner, the most
+        accurate default on the simulators and real-covariate benchmarks
+        (``benchmarks/RESULTS.md``).
     stack : int, default=3
         Stack the best ``stack`` distinct candidates of the final study and
         keep the stack unless the best single candidate's loss is lower by
