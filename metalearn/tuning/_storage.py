@@ -549,5 +549,11 @@ class TrialBudget:
                     RuntimeWarning,
                     stacklevel=2,
                 )
+            except ValueError as exc:
+                # Two workers on SQLite may both take the same queued trial (the enqueued
+                # defaults): the one that reports second finds it finished. Its result is
+                # the same trial's; the study keeps the first, and this worker goes on.
+                if not str(exc).startswith("Cannot tell a "):
+                    raise
             if self.stopped.is_set():
                 return
