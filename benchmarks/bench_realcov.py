@@ -68,6 +68,8 @@ from collections import defaultdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from bench_small_n import parse_seeds  # noqa: E402  (this folder: scripts run from it)
+
 HERE = Path(__file__).resolve().parent
 PEER_PY = HERE / ".venv-peers" / "bin" / "python"
 MINDSET_CSV = "/work/shared/data/learning_mindset.csv"
@@ -94,18 +96,6 @@ HET = {"large": 1.0, "small": 0.2, "xlarge": 3.0}  # b: sd(tau) / noise sd
 N_TEST = 2000
 # Largest training size per data set: the full data less the test rows.
 N_CAP_ROUND = 1000
-
-
-def parse_seeds(tokens: list[str]) -> list[int]:
-    """``["0-2", "7"]`` -> ``[0, 1, 2, 7]``."""
-    seeds: list[int] = []
-    for tok in tokens:
-        if "-" in tok:
-            lo, hi = (int(v) for v in tok.split("-", 1))
-            seeds.extend(range(lo, hi + 1))
-        else:
-            seeds.append(int(tok))
-    return seeds
 
 
 # ------------------------------------------------------------------ data

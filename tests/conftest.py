@@ -85,3 +85,16 @@ def fitted_base_models(learner: Any) -> list[Any]:
     for group in getattr(learner, "effect_models_", {}).values():
         models.extend(group)
     return models
+
+
+@pytest.fixture(scope="module")
+def yardstick() -> Any:
+    """The scoring nuisance of the search tests: linear models, two folds (fast, fixed)."""
+    from metalearn import Nuisance
+
+    return Nuisance(
+        outcome_model=LinearRegression(),
+        propensity_model=LogisticRegression(),
+        n_folds=2,
+        random_state=0,
+    )

@@ -25,16 +25,6 @@ from metalearn.tuning import (
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.fixture(scope="module")
-def yardstick() -> ml.Nuisance:
-    return ml.Nuisance(
-        outcome_model=LinearRegression(),
-        propensity_model=LogisticRegression(),
-        n_folds=2,
-        random_state=0,
-    )
-
-
 def _linear_effect(n: int, seed: int, slope: float, k: int = 2) -> Any:
     """Randomized design, outcome linear in x, effect ``1 + slope * x0`` per treated variant."""
     rng = np.random.default_rng(seed)

@@ -13,7 +13,7 @@ import pytest
 from lightgbm import LGBMRegressor
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from sklearn.exceptions import FitFailedWarning
-from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+from sklearn.linear_model import LogisticRegression, Ridge
 
 import metalearn as ml
 from metalearn.tuning import MetaLearnerGridSearch, MetaLearnerOptunaSearch
@@ -24,16 +24,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 @pytest.fixture(scope="module")
 def sim() -> Any:
     return ml.datasets.simulate_nie_wager("B", n=400, seed=0)
-
-
-@pytest.fixture(scope="module")
-def yardstick() -> ml.Nuisance:
-    return ml.Nuisance(
-        outcome_model=LinearRegression(),
-        propensity_model=LogisticRegression(),
-        n_folds=2,
-        random_state=0,
-    )
 
 
 def _dr() -> ml.DRLearner:

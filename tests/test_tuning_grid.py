@@ -58,16 +58,6 @@ def sim() -> Any:
     return ml.datasets.simulate_nie_wager("B", n=600, seed=0)
 
 
-@pytest.fixture(scope="module")
-def yardstick() -> ml.Nuisance:
-    return ml.Nuisance(
-        outcome_model=LinearRegression(),
-        propensity_model=LogisticRegression(),
-        n_folds=2,
-        random_state=0,
-    )
-
-
 def _dr(**kw: Any) -> ml.DRLearner:
     args: dict[str, Any] = {
         "outcome_model": LinearRegression(),

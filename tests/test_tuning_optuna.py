@@ -32,16 +32,6 @@ def sim() -> Any:
     return ml.datasets.simulate_nie_wager("B", n=500, seed=0)
 
 
-@pytest.fixture(scope="module")
-def yardstick() -> ml.Nuisance:
-    return ml.Nuisance(
-        outcome_model=LinearRegression(),
-        propensity_model=LogisticRegression(),
-        n_folds=2,
-        random_state=0,
-    )
-
-
 def _dr(**kw: Any) -> ml.DRLearner:
     args: dict[str, Any] = {
         "outcome_model": Ridge(),
