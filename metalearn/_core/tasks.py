@@ -48,6 +48,7 @@ least one thread, so ``n_jobs`` above the budget still oversubscribes.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 import sys
@@ -73,10 +74,12 @@ __all__ = [
     "Task",
     "TaskBuilder",
     "available_cpus",
+    "dask_client",
     "make_folds",
     "predict_models",
     "prepare_estimator",
     "run_tasks",
+    "send_once",
     "share_model_threads",
     "share_threads",
     "thread_budget",
@@ -814,6 +817,7 @@ def run_tasks(
     # Other work runs beside this batch (tuning trials): limit even a batch of one width.
     shared = _SHARE.get() > 1
     reporting = _progress.current() is not None
+    on_dask = dask_client() is not None
 
     def run(lo: int, hi: int, width: int) -> Iterator[tuple[Any, list[np.ndarray] | None]]:
         part = tasks[lo:hi]
@@ -826,13 +830,78 @@ def run_tasks(
             # A generator lets the progress bar advance as fits finish (still in task order).
             yield from Parallel(
                 n_jobs=n_jobs, prefer="threads", return_as="generator" if reporting else "list"
-            )(delayed(_run_one)(t, X, c) for t, c in zip(part, caps, strict=True))
+            )(_delayed_task(t, X, c, on_dask) for t, c in zip(part, caps, strict=True))
 
     parts = [(0, head, busy), (head, len(tasks), tail)] if tail else [(0, len(tasks), busy)]
     results = (r for lo, hi, width in parts for r in run(lo, hi, width))
     out = _progress.track(results, len(tasks), desc, labels=[t.label for t in tasks])
     _release_free_memory(X)
     return out
+
+
+# Task fields that may hold an array shared by the stage's tasks (one for every row of X).
+_ARRAY_FIELDS = ("target", "sample_weight", "extra_columns")
+
+
+def _delayed_task(task: Task, X: np.ndarray, threads: int | None, on_dask: bool) -> Any:
+    """The joblib call of one task, its large arrays passed as arguments of their own.
+
+    Under the local backends this is the task as it is. Under joblib's Dask
+    backend, the stage's shared arrays (``X``, and a ``target``, weights or
+    indicator block given for every row) travel as separate arguments, which
+    the backend sends to the cluster once per batch, however many tasks read
+    them (it scatters each large argument once and passes its future), instead
+    of once inside every pickled task. Row indices and the estimator stay in
+    the task.
+    """
+    if not on_dask:
+        return delayed(_run_one)(task, X, threads)
+    # joblib scatters top-level arguments only: each array is one argument of its own.
+    stub = copy.copy(task)
+    arrays = [getattr(task, name) for name in _ARRAY_FIELDS]
+    for name in _ARRAY_FIELDS:
+        setattr(stub, name, None)
+    stub.predict_extra = []
+    return delayed(_run_sent)(stub, threads, X, *arrays, *task.predict_extra)
+
+
+def _run_sent(
+    stub: Task, threads: int | None, X: np.ndarray, *arrays: np.ndarray | None
+) -> tuple[Any, list[np.ndarray] | None]:
+    """:func:`_run_one` on a Dask worker: the task rebuilt from the arrays sent apart."""
+    n = len(_ARRAY_FIELDS)
+    task = copy.copy(stub)
+    task.predict_extra = [a for a in arrays[n:] if a is not None]
+    for name, value in zip(_ARRAY_FIELDS, arrays[:n], strict=True):
+        setattr(task, name, value)
+    return _run_one(task, X, threads)
+
+
+def dask_client() -> Any | None:
+    """The Dask client of joblib's active backend, or ``None`` under any other backend."""
+    from joblib.parallel import get_active_backend
+
+    try:
+        backend, _ = get_active_backend()
+    except Exception:  # pragma: no cover - a misconfigured backend fails in Parallel itself
+        return None
+    if type(backend).__name__ != "DaskDistributedBackend":
+        return None
+    return getattr(backend, "client", None)
+
+
+def send_once(obj: Any) -> Any:
+    """``obj`` itself, or under joblib's Dask backend a future of it on the cluster.
+
+    For an argument that many calls of one joblib batch read and that joblib
+    would otherwise pickle into every call (an object holding the training
+    data, e.g. a search's evaluator): it goes to the cluster once, and each
+    call receives the future, which Dask resolves on the worker.
+    """
+    client = dask_client()
+    if client is None:
+        return obj
+    return client.scatter(obj, hash=False)
 
 
 def _pop_rule(estimator: Any) -> _RuleThreads | None:

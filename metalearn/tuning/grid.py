@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import FitFailedWarning
 
 from metalearn._core import progress as _progress
-from metalearn._core.tasks import n_workers
+from metalearn._core.tasks import n_workers, send_once
 from metalearn.learners.base import MetaLearner
 from metalearn.tuning._evaluate import (
     Evaluator,
@@ -189,8 +189,9 @@ class _BaseSearch(BestEstimatorPredictions, BaseEstimator):
         if workers > 1 and len(items) > 1:  # phase 2: final stages, side by side
             n_chunks = min(len(items), 4 * workers)
             chunks = [items[i::n_chunks] for i in range(n_chunks)]
+            shared_ev = send_once(ev)  # the training data: to a Dask cluster once, not per chunk
             done = Parallel(n_jobs=self.n_jobs)(
-                delayed(_run_chunk)(ev, chunk, workers, catch) for chunk in chunks
+                delayed(_run_chunk)(shared_ev, chunk, workers, catch) for chunk in chunks
             )
             outcomes: list[Outcome | str | None] = [None] * len(items)
             for i, chunk_out in enumerate(done):
