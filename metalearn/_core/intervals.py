@@ -234,15 +234,17 @@ class LinearCATEInference(TableResult):
             ci_low=pick(est - z_crit * se),
             ci_high=pick(est + z_crit * se),
             level=level,
-            method=f"linear DR final stage, {self.cov_type}",
+            method=f"linear final stage, {self.cov_type}",
             names=list(self.effects),
             n_boot=0,
             backend=backend,
         )
 
 
-def _linear_stage_problem(template: Any, out_dim: int) -> tuple[type[Exception], str] | None:
-    """Why a DR final stage has no analytic intervals, as ``(error type, reason)``; else ``None``.
+def _linear_stage_problem(
+    template: Any, out_dim: int, learner: str = "DRLearner"
+) -> tuple[type[Exception], str] | None:
+    """Why a linear final stage has no analytic intervals: ``(error type, reason)``, or ``None``.
 
     They need ordinary least squares with an intercept
     (:class:`~sklearn.linear_model.LinearRegression`, not ``positive=True``)
@@ -256,7 +258,7 @@ def _linear_stage_problem(template: Any, out_dim: int) -> tuple[type[Exception],
         or getattr(template, "positive", False)
     ):
         return TypeError, (
-            "Analytic intervals need a linear final stage: fit the DRLearner with "
+            f"Analytic intervals need a linear final stage: fit the {learner} with "
             "`effect_model=LinearRegression()` (with intercept); got "
             f"{type(template).__name__}"
         )
@@ -266,6 +268,23 @@ def _linear_stage_problem(template: Any, out_dim: int) -> tuple[type[Exception],
             f"multi-class outcome ({out_dim} classes)"
         )
     return None
+
+
+def stack_linear_stages(stages: list[LinearCATEInference], *, n: int) -> LinearCATEInference:
+    """One inference of several effects fitted apart (the R-learner's one pair per variant)."""
+    first = stages[0]
+    return LinearCATEInference(
+        coef=np.concatenate([s.coef for s in stages]),
+        std_error=np.concatenate([s.std_error for s in stages]),
+        cov=np.concatenate([s.cov for s in stages]),
+        terms=list(first.terms),
+        effects=[e for s in stages for e in s.effects],
+        cov_type=first.cov_type,
+        level=first.level,
+        n=n,
+        schema=first.schema,
+        backend=first.backend,
+    )
 
 
 def _linear_stage_inference(

@@ -938,8 +938,8 @@ class MetaLearner(VersionedPickle, BaseEstimator):
     def _analytic_stage(self) -> tuple[Any, str]:
         """Hook: ``(LinearCATEInference, "")`` of a linear final stage, or ``(None, reason)``."""
         return None, (
-            f"the {type(self).__name__} has no analytic CATE intervals (only the DRLearner with "
-            "`effect_model=LinearRegression()` has)"
+            f"the {type(self).__name__} has no analytic CATE intervals (only the DRLearner and "
+            "RLearner with `effect_model=LinearRegression()` have)"
         )
 
     # --------------------------------------------------------------- intervals
@@ -958,12 +958,14 @@ class MetaLearner(VersionedPickle, BaseEstimator):
     ) -> Any:
         r"""Pointwise ``1 - alpha`` confidence intervals for the CATE of new rows.
 
-        - ``method="analytic"``: for a :class:`~metalearn.DRLearner` with
-          ``effect_model=LinearRegression()`` (regression or binary outcome),
+        - ``method="analytic"``: for a :class:`~metalearn.DRLearner` or
+          :class:`~metalearn.RLearner` with ``effect_model=LinearRegression()``
+          (regression or binary outcome),
           :math:`z^\top\hat\beta \pm z_{1-\alpha/2}\sqrt{z^\top\hat V z}`,
           ``z = (1, x)``, from the least-squares fit of the training rows'
-          pseudo-outcomes and its HC1 sandwich covariance :math:`\hat V`,
-          both computed by ``fit``: the intervals of
+          pseudo-outcomes (the R-learner's weighted by :math:`(T - \hat p)^2`)
+          and its HC1 sandwich covariance :math:`\hat V`, both computed by
+          ``fit``: for the DR-learner, the intervals of
           :func:`metalearn.inference.linear_dr_inference` without the
           training data. They are centred on that full-sample fit, which is
           ``predict(X)`` with ``final_stage="full"``; the default cross-fitted
@@ -1095,6 +1097,19 @@ class PseudoOutcomeLearner(MetaLearner):
     """
 
     _final_stage_on_X: ClassVar[bool] = True
+
+    def _analytic_stage(self) -> tuple[Any, str]:
+        """The fitted linear final stage (DR- and R-learners keep one), or why there is none."""
+        stage = getattr(self, "_linear_stage", None)
+        if stage is not None:
+            return stage, ""
+        from metalearn._core.intervals import _linear_stage_problem
+
+        if not hasattr(self, "_fit_linear_stage"):
+            return super()._analytic_stage()
+        problem = _linear_stage_problem(self._effect_template(), self._out_dim, type(self).__name__)
+        reason = "refit the learner" if problem is None else problem[1]
+        return None, reason
 
     def _fit_pseudo_outcomes(
         self,

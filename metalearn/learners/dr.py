@@ -217,17 +217,6 @@ class DRLearner(PseudoOutcomeLearner):
         )
 
     # Hooks -------------------------------------------------------------------
-    def _analytic_stage(self) -> tuple[Any, str]:
-        """The fitted linear final stage, or why there is none."""
-        stage = getattr(self, "_linear_stage", None)
-        if stage is not None:
-            return stage, ""
-        from metalearn._core.intervals import _linear_stage_problem
-
-        problem = _linear_stage_problem(self._effect_template(), self._out_dim)
-        reason = "refit the learner" if problem is None else problem[1]
-        return None, reason
-
     def _final_loss(
         self,
         Y: np.ndarray,

@@ -165,7 +165,47 @@ class RLearner(PseudoOutcomeLearner):
                 pseudo[rows] = pseudo_rows[:, d]
                 specs.append((rows, pseudo, weight))
                 keys.append((k, d))
+        self._linear_stage = self._fit_linear_stage(data, specs)
         return self._fit_pseudo_outcomes(data, specs, keys, folds, honest, require_weight=True)
+
+    def _fit_linear_stage(
+        self, data: Data, specs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    ) -> Any:
+        r"""The sandwich inference of a linear final stage (``None`` for other final stages).
+
+        For each treated variant, the weighted least squares of the R
+        pseudo-outcome on ``(1, X)`` over the rows of its pair, with weights
+        :math:`(T - \hat p)^2` (times ``sample_weight``): the coefficients of
+        the ``LinearRegression`` final stage fitted on all rows, and their HC1
+        sandwich covariance (Nie and Wager's partially linear model, a
+        working model: the intervals cover the best linear approximation of
+        the CATE). Kept so that :meth:`predict_interval` needs no training data.
+        """
+        from metalearn._core.intervals import (
+            _linear_stage_inference,
+            _linear_stage_problem,
+            stack_linear_stages,
+        )
+
+        if _linear_stage_problem(self._effect_template(data.n), data.out_dim) is not None:
+            return None
+        effects = self._effect_names()
+        terms = ["intercept", *self.schema_.output_names()]
+        stages = [
+            _linear_stage_inference(
+                data.X[rows],
+                target[rows][:, None, None],
+                weight[rows],
+                terms=terms,
+                effects=[effect],
+                cov_type="HC1",
+                level=0.95,
+                schema=self.schema_,
+                backend=None,
+            )
+            for (rows, target, weight), effect in zip(specs, effects, strict=True)
+        ]
+        return stack_linear_stages(stages, n=data.n)
 
     # Hooks -------------------------------------------------------------------
     def _final_loss(
