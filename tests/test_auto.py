@@ -28,6 +28,7 @@ def auto() -> tuple[AutoCATE, Any]:
             nuisance_trials=2,
             learners=["T", "DR"],
             stack=2,
+            constant_fallback=False,  # these tests are about the stack against the pick
             n_folds=2,
             random_state=0,
         )
@@ -100,6 +101,63 @@ def test_time_budget_stops_the_studies() -> None:
     finished = len(result.search.studies_["outcome"].trials)
     assert 1 <= finished < 10_000
     assert result.stack is None and np.isnan(result.stack_loss)
+
+
+def _auto(setup: str, n: int, **kw: Any) -> tuple[AutoCATE, Any]:
+    sim = ml.datasets.simulate_nie_wager(setup, n=n, seed=0)
+    args = {"n_trials": 4, "nuisance_trials": 2, "learners": ["R", "DR"], "stack": 2}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ml.auto_cate(sim.X, sim.y, sim.w, n_folds=2, random_state=0, **{**args, **kw}), sim
+
+
+def test_a_constant_effect_is_reported_as_one_average_effect() -> None:
+    # Nie-Wager setup C has tau = 1 for everybody: no learner beats the constant on the
+    # R-loss, and auto_cate returns the R-learner with a constant final stage.
+    result, sim = _auto("C", 800)
+    assert result.choice == "constant"
+    assert not result.constant_gain - 1.96 * result.constant_gain_std_error > 0
+    tau = result.predict(sim.X)
+    assert np.ptp(tau) == 0.0  # one effect for everybody
+    assert isinstance(result.learner, ml.RLearner) and result.learner is result.constant
+    frame = result.summary()
+    assert frame.filter(frame["chosen"])["candidate"].to_list() == ["constant"]
+    # The same search without the fallback keeps its heterogeneous winner.
+    kept, _ = _auto("C", 800, constant_fallback=False)
+    assert kept.choice != "constant" and kept.constant is None
+    assert kept.constant_gain == pytest.approx(result.constant_gain)
+
+
+def test_a_clearly_heterogeneous_effect_keeps_the_learner() -> None:
+    # Setup B: tau = x1 + log(1 + exp(x2)), far from constant (sd about 1.1): the winner
+    # beats the constant by many standard errors and is kept.
+    result, _ = _auto("B", 1000)
+    assert result.choice != "constant" and result.constant is None
+    assert result.constant_gain > 1.96 * result.constant_gain_std_error
+
+
+def test_the_final_study_runs_min_trials_whatever_the_budget() -> None:
+    result, _ = _auto("B", 400, time_budget=1e-3, n_trials=50)
+    for stage, study in result.search.studies_.items():
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        # max(len(learners), stack) = 2 trials before the (long spent) budget counts.
+        assert 2 <= len(done) <= 3, stage
+
+
+def test_optuna_search_min_trials_before_the_timeout() -> None:
+    sim = ml.datasets.simulate_nie_wager("B", n=300, seed=0)
+    search = ml.MetaLearnerOptunaSearch(
+        ml.TLearner(n_folds=2, random_state=0), "lightgbm", n_trials=20, timeout=1e-6,
+        min_trials=3, random_state=0,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search.fit(sim.X, sim.y, sim.w)
+    # The outcome model's study: 3 trials although the timeout had passed before the first.
+    # (The T-learner leaves nothing to tune in the final study, which runs its one trial.)
+    assert len(search.studies_["outcome"].trials) == 3
+    with pytest.raises(ValueError, match="`min_trials` must be a positive integer"):
+        ml.MetaLearnerOptunaSearch(ml.TLearner(), min_trials=0).fit(sim.X, sim.y, sim.w)
 
 
 @pytest.mark.parametrize(

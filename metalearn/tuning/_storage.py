@@ -351,6 +351,7 @@ class TrialBudget:
         grace_period: int | None,
         timeout: float | None,
         max_failures: int,
+        min_trials: int = 0,
     ) -> None:
         self.study = study
         self.n_trials = int(n_trials)
@@ -362,6 +363,7 @@ class TrialBudget:
         self.can_wait = mode != "none"
         self.poll = 0.1 if mode == "memory" else min(1.0, max(0.1, self.interval / 4))
         self.deadline = None if timeout is None else time.monotonic() + float(timeout)
+        self.min_trials = int(min_trials)
         self.max_failures = int(max_failures)
         self.failures = 0
         self.stopped = threading.Event()
@@ -369,7 +371,17 @@ class TrialBudget:
 
     # -- counting
     def time_left(self) -> float | None:
-        return None if self.deadline is None else self.deadline - time.monotonic()
+        """Seconds until the timeout; ``None`` without one or before ``min_trials`` finished."""
+        if self.deadline is None or self._finished() < self.min_trials:
+            return None
+        return self.deadline - time.monotonic()
+
+    def _finished(self) -> int:
+        if self.min_trials <= 0:
+            return 0
+        optuna = import_optuna()
+        done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        return sum(t.state in done for t in self._trials())
 
     def _expired(self) -> bool:
         left = self.time_left()
@@ -531,6 +543,9 @@ class TrialBudget:
             left = self.time_left()
             if free == 0 or (left is not None and left <= 0):
                 return
+            if left is None and self.deadline is not None:
+                # Below `min_trials`: those trials first, with no timeout; then the rest.
+                free = min(free, max(1, self.min_trials - self._finished()))
             try:
                 self.study.optimize(
                     wrapped,

@@ -109,7 +109,13 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
     nuisance_trials : int, optional
         Trials of each nuisance study (default: ``n_trials``).
     timeout : float, optional
-        Seconds each study may run, per call of :meth:`fit`.
+        Seconds each study may run, per call of :meth:`fit`, once it holds
+        ``min_trials`` finished trials. Optuna stops a study between trials,
+        so a study can run over by one trial.
+    min_trials : int, default=1
+        Finished trials each study runs before ``timeout`` may stop it (at
+        most the study's number of trials): a short budget on a slow or busy
+        machine still compares that many candidates.
     scoring : str or list of str, default="r_loss"
         The score(s) minimised (``_gain`` scores maximised) by the final
         study; a list makes it multi-objective (e.g. ``["r_loss",
@@ -274,6 +280,7 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
         n_trials: int = 50,
         nuisance_trials: int | None = None,
         timeout: float | None = None,
+        min_trials: int = 1,
         scoring: str | list[str] = "r_loss",
         staged: bool | str = "auto",
         cv: int | None = None,
@@ -297,6 +304,7 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
         self.n_trials = n_trials
         self.nuisance_trials = nuisance_trials
         self.timeout = timeout
+        self.min_trials = min_trials
         self.scoring = scoring
         self.staged = staged
         self.cv = cv
@@ -317,7 +325,7 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
 
     # ---------------------------------------------------------------- checks
     def _check_params(self) -> None:
-        for name in ("n_trials", "nuisance_trials"):
+        for name in ("n_trials", "nuisance_trials", "min_trials"):
             value = getattr(self, name)
             if value is None and name == "nuisance_trials":
                 continue
@@ -408,6 +416,7 @@ class MetaLearnerOptunaSearch(BestEstimatorPredictions, BaseEstimator):
             heartbeat_interval=self.heartbeat_interval,
             grace_period=self.grace_period,
             timeout=self.timeout,
+            min_trials=min(int(self.min_trials), int(n_trials)),
             max_failures=int(n_trials),
         )
         budget.run(
