@@ -56,24 +56,27 @@ def test_analytic_equals_linear_dr_inference(conf, final_stage, weighted):
     np.testing.assert_array_equal(auto.ci_low, got.ci_low)
 
 
-def test_analytic_interval_covers_a_linear_cate():
+@pytest.mark.parametrize("cls", [ml.DRLearner, ml.RLearner])
+def test_analytic_interval_covers_a_linear_cate(cls):
     # Arm 1 of simulate_multiarm has tau_1(x) = 0.5 + x0, linear; with the known (randomized)
-    # propensities the DR pseudo-outcomes are unbiased for tau whatever the outcome model, so
-    # the only error left is sampling error and pointwise 95% intervals should cover ~95% of
-    # test rows. One fit moves all rows together (one draw of beta-hat): over 200 seeds the
-    # per-fit coverage of 500 test rows had mean 0.950 and sd 0.066 (5% quantile 0.82), so one
-    # seed is a weak test. The mean over 20 fits has sd ~0.066 / sqrt(20) = 0.015: we check
-    # [0.90, 0.99], ~3 sd below and ~2.7 sd above the nominal level. Standard errors 0.7x too
-    # small (coverage ~0.83) or 1.5x too large (~0.997) fail.
+    # propensities the DR pseudo-outcomes are unbiased for tau whatever the outcome model, and
+    # the R-learner's linear stage is correctly specified for that arm, so the only error left
+    # is sampling error and pointwise 95% intervals should cover ~95% of test rows. One fit
+    # moves all rows together (one draw of beta-hat): over 200 seeds the per-fit coverage of
+    # 500 test rows had mean 0.950 and sd 0.066 (DR) and 0.950 and 0.069 (R), so one seed is a
+    # weak test. The mean over 20 fits has sd ~0.015: we check [0.90, 0.99], ~3 sd below and
+    # ~2.6 sd above the nominal level (seeds 0-19 give 0.93 for R). Standard errors 0.7x too
+    # small (coverage ~0.83) or 1.5x too large (~0.996) fail.
     test = ml.datasets.simulate_multiarm(n=500, n_variants=3, seed=12345)
     covered = []
     for rep in range(20):
         sim = ml.datasets.simulate_multiarm(n=1000, n_variants=3, seed=rep)
-        dr = ml.DRLearner(
+        learner = cls(
             outcome_model=LinearRegression(), effect_model=LinearRegression(), n_folds=2,
             random_state=rep,
         ).fit(sim.X, sim.y, sim.w, propensity=sim.propensity)  # fmt: skip
-        ci = dr.predict_interval(test.X, method="analytic")
+        ci = learner.predict_interval(test.X, method="analytic")
+        assert ci.estimate.shape == (500, 2)
         lo, hi = ci.ci_low[:, 0], ci.ci_high[:, 0]
         covered.append(np.mean((lo <= test.tau[:, 0]) & (test.tau[:, 0] <= hi)))
     assert 0.90 <= np.mean(covered) <= 0.99
@@ -104,29 +107,6 @@ def test_r_learner_analytic_equals_weighted_least_squares_hc1(conf, weighted):
     np.testing.assert_allclose(got.std_error, se, rtol=1e-8)
     np.testing.assert_allclose(got.estimate, r.predict(new), atol=1e-10)  # its own fit
     assert got.method == "linear final stage, HC1" and got.level == pytest.approx(0.9)
-
-
-def test_r_learner_analytic_interval_covers_a_linear_cate():
-    # As for the DR-learner above: arm 1 of simulate_multiarm has tau_1(x) = 0.5 + x0 and
-    # known propensities, so the R-learner's linear stage is correctly specified for that
-    # arm and the pointwise 95% intervals should cover about 95% of test rows. Over seeds
-    # 0-199 the per-fit coverage of these 500 test rows had mean 0.950 and sd 0.069, so the
-    # mean over 20 fits has sd ~0.015: [0.90, 0.99] is ~3.3 sd below and ~2.6 sd above it
-    # (seeds 0-19 give 0.929). Standard errors 0.7x too small (mean coverage 0.83) or 1.5x
-    # too large (0.996) fail.
-    test = ml.datasets.simulate_multiarm(n=500, n_variants=3, seed=12345)
-    covered = []
-    for rep in range(20):
-        sim = ml.datasets.simulate_multiarm(n=1000, n_variants=3, seed=rep)
-        r = ml.RLearner(
-            outcome_model=LinearRegression(), effect_model=LinearRegression(), n_folds=2,
-            random_state=rep,
-        ).fit(sim.X, sim.y, sim.w, propensity=sim.propensity)  # fmt: skip
-        ci = r.predict_interval(test.X, method="analytic")
-        assert ci.estimate.shape == (500, 2)
-        lo, hi = ci.ci_low[:, 0], ci.ci_high[:, 0]
-        covered.append(np.mean((lo <= test.tau[:, 0]) & (test.tau[:, 0] <= hi)))
-    assert 0.90 <= np.mean(covered) <= 0.99
 
 
 def test_r_learner_with_a_nonlinear_final_stage_has_no_analytic_intervals(conf):
