@@ -82,6 +82,8 @@ def run_one(setup: str, seed: int, n: int, factor: float, n_folds: int) -> dict[
         "stack_mse": mse(auto.stack) if auto.stack is not None else None,
         "final_trials": len(auto.search.studies_["final"].trials),
         "beats_constant": bool(auto.selection.beats_constant) if auto.selection else None,
+        "constant_gain": getattr(auto, "constant_gain", None),
+        "constant_gain_se": getattr(auto, "constant_gain_std_error", None),
     }
 
 
@@ -89,20 +91,23 @@ def report(path: Path) -> str:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     out = [
         "| setup | runs | auto_cate MSE | best single of the search | stack | default DR | "
-        "paper best non-oracle | auto time / one DR fit | stack chosen |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "paper best non-oracle | auto time / one DR fit | stack chosen | constant chosen |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for setup in sorted({r["setup"] for r in rows}):
         sel = [r for r in rows if r["setup"] == setup]
         stacks = [r["stack_mse"] for r in sel if r["stack_mse"] is not None]
+        auto = np.array([r["auto_mse"] for r in sel])
+        se = auto.std(ddof=1) / np.sqrt(len(auto)) if len(auto) > 1 else float("nan")
         out.append(
-            f"| {setup} | {len(sel)} | {np.mean([r['auto_mse'] for r in sel]):.3f} | "
+            f"| {setup} | {len(sel)} | {auto.mean():.3f} ± {se:.3f} | "
             f"{np.mean([r['single_mse'] for r in sel]):.3f} | "
             f"{np.mean(stacks) if stacks else float('nan'):.3f} | "
             f"{np.mean([r['dr_default_mse'] for r in sel]):.3f} | "
             f"{min(PAPER[setup].values()):.2f} | "
             f"{np.median([r['auto_time_ratio'] for r in sel]):.1f} | "
-            f"{sum(r['choice'] == 'stack' for r in sel)}/{len(sel)} |"
+            f"{sum(r['choice'] == 'stack' for r in sel)}/{len(sel)} | "
+            f"{sum(r['choice'] == 'constant' for r in sel)}/{len(sel)} |"
         )
     return "\n".join(out)
 
