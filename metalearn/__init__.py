@@ -18,6 +18,7 @@ from metalearn import (
     tuning,
 )
 from metalearn import learners as _learners
+from metalearn._core.lgbm_bins import shared_lightgbm_bins
 from metalearn._core.positivity import OverlapWarning
 from metalearn._core.progress import progress
 from metalearn._core.results import AverageEffect
@@ -64,6 +65,7 @@ __all__ = [
     "progress",
     "refute",
     "scoring",
+    "shared_lightgbm_bins",
     "tuning",
     *_extra_learners,
 ]

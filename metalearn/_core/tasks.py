@@ -133,6 +133,7 @@ class Task:
     predict_extra: list[np.ndarray] = field(default_factory=list)
     fit_params: dict[str, Any] = field(default_factory=dict)
     label: str = ""
+    bins: Any = None  # the batch's binned features (metalearn.shared_lightgbm_bins), or None
 
     def __post_init__(self) -> None:
         # A stage holds every task's row indices at once: int32 halves them.
@@ -725,12 +726,21 @@ def _run_one(
 
 def _fit_predict(task: Task, X: np.ndarray) -> tuple[Any, list[np.ndarray] | None]:
     est = task.estimator
-    Xt = _with_extra(X, task.train, task.extra_columns)
-    kwargs = dict(task.fit_params)
-    if task.sample_weight is not None:
-        kwargs["sample_weight"] = _rows_of(task.sample_weight, task.train, X.shape[0])
-    est.fit(Xt, _rows_of(task.target, task.train, X.shape[0]), **kwargs)
-    del Xt  # the training copy goes before the held-out rows are gathered
+    target = _rows_of(task.target, task.train, X.shape[0])
+    weight = (
+        None if task.sample_weight is None else _rows_of(task.sample_weight, task.train, X.shape[0])
+    )
+    if task.bins is not None:  # train on a subset of the batch's binned X: no copy of rows
+        from metalearn._core.lgbm_bins import fit_on_bins
+
+        fit_on_bins(est, task.bins, task.train, target, weight, task.fit_params)
+    else:
+        Xt = _with_extra(X, task.train, task.extra_columns)
+        kwargs = dict(task.fit_params)
+        if weight is not None:
+            kwargs["sample_weight"] = weight
+        est.fit(Xt, target, **kwargs)
+        del Xt  # the training copy goes before the held-out rows are gathered
     preds = None
     if task.predict_rows is not None:
         predict = getattr(est, task.method)
@@ -818,6 +828,7 @@ def run_tasks(
     shared = _SHARE.get() > 1
     reporting = _progress.current() is not None
     on_dask = dask_client() is not None
+    _share_bins(tasks, X, on_dask)
 
     def run(lo: int, hi: int, width: int) -> Iterator[tuple[Any, list[np.ndarray] | None]]:
         part = tasks[lo:hi]
@@ -837,6 +848,26 @@ def run_tasks(
     out = _progress.track(results, len(tasks), desc, labels=[t.label for t in tasks])
     _release_free_memory(X)
     return out
+
+
+def _share_bins(tasks: list[Task], X: np.ndarray, on_dask: bool) -> None:
+    """Under :func:`metalearn.shared_lightgbm_bins`, give eligible fits the batch's bins."""
+    from metalearn._core import lgbm_bins
+
+    if on_dask or not lgbm_bins.shared_bins_enabled():
+        return  # a Dask worker cannot share this process's binned copy
+    chosen = [
+        t
+        for t in tasks
+        if t.bins is None
+        and lgbm_bins.eligible(t.estimator, t.extra_columns)
+        and (t.train.dtype != bool)
+    ]
+    if len(chosen) < 2:
+        return  # one fit gains nothing from bins it alone reads
+    bins = lgbm_bins.SharedBins(X, list(chosen[0].fit_params.get("categorical_feature", [])))
+    for t in chosen:
+        t.bins = bins
 
 
 # Task fields that may hold an array shared by the stage's tasks (one for every row of X).
