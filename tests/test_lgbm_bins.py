@@ -68,6 +68,19 @@ def test_same_predictions_when_the_bins_cannot_differ(
     )
 
 
+def test_fits_in_worker_threads_and_bootstrap_replicates_take_the_path(spy: list[Any]) -> None:
+    X, y, w = _discrete(n=1200)
+    default = _learner(ml.DRLearner, n_jobs=2).fit(X, y, w).predict(X)
+    with ml.shared_lightgbm_bins():
+        fast = _learner(ml.DRLearner, n_jobs=2).fit(X, y, w).predict(X)
+        n_direct = len(spy)
+        ml.inference.bootstrap_cate(
+            _learner(ml.TLearner), X, y, w, X_new=X[:5], n_boot=2, n_jobs=2, random_state=0
+        )
+    assert n_direct > 0 and len(spy) > n_direct
+    np.testing.assert_allclose(fast, default, rtol=0, atol=1e-10)
+
+
 def test_a_classifier_outcome_and_string_labels(spy: list[Any]) -> None:
     X, y, w = _discrete()
     labels = np.where(y > np.median(y), "yes", "no")

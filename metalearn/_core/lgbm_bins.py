@@ -30,14 +30,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
 
 __all__ = ["SharedBins", "fit_on_bins", "shared_bins_enabled", "shared_lightgbm_bins"]
 
-_ENABLED: ContextVar[bool] = ContextVar("metalearn_shared_lightgbm_bins", default=False)
+# Process-wide, not a context variable: the threads that joblib and Optuna start for fits,
+# trials and bootstrap replicates inside the block must see it too.
+_DEPTH = [0]
+_DEPTH_LOCK = threading.Lock()
 
 # LightGBM parameters that shape the binned dataset (and their aliases in the scikit-learn
 # API): fits that differ in one of them cannot share one binned copy.
@@ -67,8 +69,15 @@ def shared_lightgbm_bins(enabled: bool = True) -> Iterator[None]:
     An opt-in speed and memory setting for large data: each cross-fitted
     LightGBM fit trains on a subset of one binned copy of the features
     instead of binning a float copy of its own rows (see the module notes for
-    what changes). It covers every fit that metalearn runs in the block:
-    learners, searches, ``auto_cate``, the bootstrap.
+    what changes). It covers every fit that metalearn runs in this process
+    while the block is open, in any thread: learners, searches,
+    ``auto_cate``, the bootstrap (not fits in other processes: loky or Dask
+    workers).
+
+    Parameters
+    ----------
+    enabled : bool, default=True
+        ``False`` makes the block do nothing (to switch the path by a flag).
 
     Examples
     --------
@@ -79,16 +88,19 @@ def shared_lightgbm_bins(enabled: bool = True) -> Iterator[None]:
     >>> tau.shape
     (2000,)
     """
-    token = _ENABLED.set(bool(enabled))
+    step = 1 if enabled else 0
+    with _DEPTH_LOCK:
+        _DEPTH[0] += step
     try:
         yield
     finally:
-        _ENABLED.reset(token)
+        with _DEPTH_LOCK:
+            _DEPTH[0] -= step
 
 
 def shared_bins_enabled() -> bool:
-    """Whether :func:`shared_lightgbm_bins` is on in this context."""
-    return _ENABLED.get()
+    """Whether a :func:`shared_lightgbm_bins` block is open in this process."""
+    return _DEPTH[0] > 0
 
 
 def eligible(estimator: Any, extra_columns: Any) -> bool:
