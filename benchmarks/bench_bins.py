@@ -4,7 +4,8 @@ For each size and learner, two jobs in their own subprocess (so that peak memory
 job's own): the default fit and the fit under ``ml.shared_lightgbm_bins()``, same data
 (Nie-Wager setup A, p = 20, seed 0), same LightGBM base models (the learners' defaults),
 both cores. Each job prints one JSON line: fit + predict seconds, PEHE on 10,000 test
-rows, peak RSS (``ru_maxrss``) and the RSS before the fit (data loaded), in MiB.
+rows, and in MiB the RSS once the data are built and the peak RSS of the fit (Linux
+``VmHWM``, reset after the simulation so that its temporaries do not count).
 
 Usage::
 
@@ -31,9 +32,24 @@ def _rss_mib() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _reset_peak() -> None:
+    """Reset this process's peak RSS (Linux: VmHWM) to its current RSS."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+def _peak_mib() -> float:
+    """Peak RSS since the last reset (VmHWM), in MiB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def job(n: int, learner: str, shared: bool) -> dict[str, Any]:
     import contextlib
-    import resource
+    import gc
     import time
     import warnings
 
@@ -46,7 +62,9 @@ def job(n: int, learner: str, shared: bool) -> dict[str, Any]:
     test = ml.datasets.simulate_nie_wager("A", n=10_000, p=20, seed=10_000)
     X, y, w = np.ascontiguousarray(train.X), train.y, train.w
     del train
+    gc.collect()
     before = _rss_mib()
+    _reset_peak()  # the peak of the fit, not of the simulation before it
     cls = {"T": ml.TLearner, "X": ml.XLearner, "R": ml.RLearner, "DR": ml.DRLearner}[learner]
     block = ml.shared_lightgbm_bins() if shared else contextlib.nullcontext()
     start = time.perf_counter()
@@ -59,7 +77,7 @@ def job(n: int, learner: str, shared: bool) -> dict[str, Any]:
         "path": "shared bins" if shared else "default",
         "seconds": seconds,
         "pehe": float(np.sqrt(np.mean((tau - test.tau) ** 2))),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": _peak_mib(),
         "rss_before_fit_mib": before,
         "X_mib": X.nbytes / 2**20,
     }
@@ -91,6 +109,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, nargs="+", default=[100_000])
     ap.add_argument("--learners", nargs="+", default=["T", "DR"])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/bins.jsonl"))
+    ap.add_argument(
+        "--paths", nargs="+", choices=["default", "shared"], default=["default", "shared"]
+    )
     ap.add_argument("--report", type=Path)
     ap.add_argument("--job", type=json.loads, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -104,7 +125,7 @@ def main() -> None:
     with args.out.open("a") as sink:
         for n in args.n:
             for learner in args.learners:
-                for shared in (False, True):
+                for shared in [p == "shared" for p in args.paths]:
                     spec = json.dumps({"n": n, "learner": learner, "shared": shared})
                     proc = subprocess.run(
                         [sys.executable, __file__, "--job", spec], capture_output=True, text=True
