@@ -90,7 +90,7 @@ class AutoCATE(TableResult):
     ...     warnings.simplefilter("ignore")
     ...     auto = ml.auto_cate(sim.X, sim.y, sim.w, n_trials=3, nuisance_trials=2,
     ...                         learners=["T", "DR"], stack=0, n_folds=2, random_state=0)
-    >>> auto.stack is None, auto.choice in ("TLearner", "DRLearner")
+    >>> auto.stack is None, auto.choice in ("TLearner", "DRLearner", "constant")
     (True, True)
     >>> int(auto.summary()["chosen"].sum())
     1
@@ -330,7 +330,7 @@ def auto_cate(
     ...     warnings.simplefilter("ignore")
     ...     auto = ml.auto_cate(sim.X, sim.y, sim.w, n_trials=4, nuisance_trials=2,
     ...                         learners=["T", "DR"], stack=2, n_folds=2, random_state=0)
-    >>> auto.choice in ("stack", "TLearner", "DRLearner")
+    >>> auto.choice in ("stack", "TLearner", "DRLearner", "constant")
     True
     >>> auto.predict(sim.X[:3]).shape
     (3,)
