@@ -280,3 +280,13 @@ def paired_lead(
     psi_a, _, value_a, _, used_a = _influence(rows_a, loss, n)
     psi_b, _, value_b, _, used_b = _influence(rows_b, loss, n)
     return value_b - value_a, _se(psi_b - psi_a, used_a | used_b)
+
+
+def constant_gain(loss: str, rows: list[dict[str, Any]], n: int) -> tuple[float, float]:
+    """The best constant's loss minus an estimate's, from its per-row loss terms, and its SE.
+
+    The ``constant_gain`` and ``constant_gain_std_error`` of :class:`SelectionCheck`, for
+    an estimate scored outside a search (``auto_cate``'s stack).
+    """
+    psi, psi_base, value, baseline, used = _influence(rows, loss, n)
+    return baseline - value, _se(psi_base - psi, used)

@@ -36,7 +36,12 @@ from metalearn._core.defaults import default_classifier, default_regressor
 from metalearn._core.results import TableResult, frame_rows
 from metalearn.learners.base import MetaLearner, learner_registry
 from metalearn.learners.stack import StackedLearner
-from metalearn.tuning._selection import SelectionCheck, paired_lead, selection_loss
+from metalearn.tuning._selection import (
+    SelectionCheck,
+    constant_gain,
+    paired_lead,
+    selection_loss,
+)
 from metalearn.tuning.optuna import MetaLearnerOptunaSearch
 
 __all__ = ["AutoCATE", "auto_cate"]
@@ -227,6 +232,17 @@ def _tuned(template: Any, frozen: dict[str, Any], prefix: str) -> Any:
     return clone(template).set_params(**params) if params else clone(template)
 
 
+def _tuned_nuisance(search: Any) -> dict[str, Any]:
+    """The default outcome and propensity models with the nuisance studies' settings."""
+    frozen = search.nuisance_params_
+    classification = search.best_estimator_._classification
+    outcome = default_classifier() if classification else default_regressor()
+    return {
+        "outcome_model": _tuned(outcome, frozen, "outcome_model"),
+        "propensity_model": _tuned(default_classifier(), frozen, "propensity_model"),
+    }
+
+
 def auto_cate(
     X: Any,
     y: Any,
@@ -378,18 +394,10 @@ def auto_cate(
     stack_loss = lead = lead_se = float("nan")
     top = search.top_candidates(int(stack)) if stack >= 2 else []
     if len(top) >= 2:
-        frozen = search.nuisance_params_
         fitted_stack = StackedLearner(
             [(f"rank{i + 1}", lrn) for i, lrn in enumerate(top)],
             loss=loss,
-            outcome_model=_tuned(
-                default_classifier()
-                if search.best_estimator_._classification
-                else default_regressor(),
-                frozen,
-                "outcome_model",
-            ),
-            propensity_model=_tuned(default_classifier(), frozen, "propensity_model"),
+            **_tuned_nuisance(search),
             n_folds=n_folds,
             n_jobs=n_jobs,
             random_state=random_state,
@@ -415,7 +423,7 @@ def auto_cate(
     check = search.selection_
     gain = gain_se = float("nan")
     if use_stack and search.scoring_nuisance_ is not None:
-        gain, gain_se = _constant_gain(loss, stack_rows, search.scoring_nuisance_.n)
+        gain, gain_se = constant_gain(loss, stack_rows, search.scoring_nuisance_.n)
     elif check is not None:
         gain, gain_se = check.constant_gain, check.constant_gain_std_error
     constant = None
@@ -444,28 +452,15 @@ def auto_cate(
 _Z95 = 1.959963984540054  # the searches' SelectionCheck uses the same 95% level
 
 
-def _constant_gain(loss: str, rows: list[dict[str, Any]], n: int) -> tuple[float, float]:
-    """The best constant's loss minus the stack's, and its paired standard error."""
-    from metalearn.tuning._selection import _influence, _se
-
-    psi, psi_base, value, baseline, used = _influence(rows, loss, n)
-    return baseline - value, _se(psi_base - psi, used)
-
-
 def _constant_learner(
     search: Any, loss: str, n_folds: int, n_jobs: int | None, random_state: int | None
 ) -> MetaLearner:
     """The loss's own learner with the tuned nuisance models and a constant final stage."""
     from sklearn.dummy import DummyRegressor
 
-    frozen = search.nuisance_params_
     cls = learner_registry()["R" if loss == "r_loss" else "DR"]
-    outcome = (
-        default_classifier() if search.best_estimator_._classification else default_regressor()
-    )
     return cls(
-        outcome_model=_tuned(outcome, frozen, "outcome_model"),
-        propensity_model=_tuned(default_classifier(), frozen, "propensity_model"),
+        **_tuned_nuisance(search),
         effect_model=DummyRegressor(),
         n_folds=n_folds,
         n_jobs=n_jobs,
